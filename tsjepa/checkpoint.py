@@ -1,0 +1,176 @@
+"""Checkpoints: a directory with ``config.json`` and safetensors weights (no pickle), written atomically.
+
+Layout::
+
+    <dir>/config.json           {"format": "tsjepa-checkpoint", "version": 1, "encoder": {...},
+                                 "predictor": {...}, "channels": {...}, "step": N, ...}
+    <dir>/model.safetensors     encoder.* (and predictor.*, target_encoder.* when saved)
+    <dir>/optimizer.safetensors optimizer tensors (training checkpoints only)
+    <dir>/optimizer.json        optimizer hyper-parameters and scalar state (training checkpoints only)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tsjepa.data.vocab import ChannelVocab
+from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig
+
+FORMAT = "tsjepa-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """The path is missing, not a tsjepa checkpoint, or corrupt."""
+
+
+@dataclass
+class Pretrained:
+    encoder: Encoder
+    vocab: ChannelVocab
+    predictor: Predictor | None = None
+    config: dict = field(default_factory=dict)  # the whole config.json
+    step: int = 0
+
+
+def _write_atomically(path: Path, write) -> None:
+    """Call ``write(tmp_dir)`` then move ``tmp_dir`` to ``path``, replacing it; a crash leaves the old one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        write(tmp)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, entries in state["state"].items():
+        for name, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{index}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def save_pretrained(
+    path: str | os.PathLike,
+    encoder: Encoder,
+    vocab: ChannelVocab,
+    predictor: Predictor | None = None,
+    modules: dict[str, nn.Module] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    step: int = 0,
+    extra: dict | None = None,
+) -> Path:
+    """Write a checkpoint directory atomically. ``modules`` adds further named modules' weights (e.g. an EMA
+    target encoder); ``optimizer`` makes it a resumable training checkpoint; ``extra`` goes into config.json."""
+    path = Path(path)
+    named = {"encoder": encoder, **({"predictor": predictor} if predictor is not None else {}), **(modules or {})}
+    weights = {f"{prefix}.{k}": v.detach().cpu().contiguous()
+               for prefix, module in named.items() for k, v in module.state_dict().items()}
+    config = {
+        "format": FORMAT,
+        "version": VERSION,
+        "encoder": encoder.config.to_dict(),
+        "predictor": predictor.config.to_dict() if predictor is not None else None,
+        "channels": vocab.to_dict(),
+        "step": int(step),
+        **(extra or {}),
+    }
+
+    def write(tmp: Path) -> None:
+        save_file(weights, str(tmp / "model.safetensors"))
+        if optimizer is not None:
+            tensors, meta = _optimizer_tensors(optimizer)
+            save_file(tensors, str(tmp / "optimizer.safetensors"))
+            (tmp / "optimizer.json").write_text(json.dumps(meta))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+
+    _write_atomically(path, write)
+    return path
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path} is not a tsjepa checkpoint: no config.json")
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}/config.json is corrupt: {err}") from err
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a tsjepa checkpoint (config.json has no format '{FORMAT}')")
+    if config.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {config.get('version')}, this tsjepa reads {VERSION}")
+    return config
+
+
+def load_weights(path: Path, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path / name))
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{path} has no {name}") from err
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}/{name} is corrupt or not a safetensors file: {err}") from err
+
+
+def load_into(module: nn.Module, weights: dict[str, torch.Tensor], prefix: str, path: Path) -> None:
+    """Load ``prefix.*`` of ``weights`` into ``module`` strictly, naming the mismatch if any."""
+    own = {k[len(prefix) + 1 :]: v for k, v in weights.items() if k.startswith(prefix + ".")}
+    try:
+        module.load_state_dict(own, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: {prefix} weights do not match the config: {err}") from err
+
+
+def from_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Pretrained:
+    """Load the encoder (and the predictor, if saved) of a checkpoint directory."""
+    path = Path(path)
+    config = read_config(path)
+    weights = load_weights(path)
+    encoder = Encoder(EncoderConfig(**config["encoder"]))
+    load_into(encoder, weights, "encoder", path)
+    predictor = None
+    if config.get("predictor"):
+        predictor = Predictor(PredictorConfig(**config["predictor"]), encoder.config.d_model,
+                              encoder.config.channel_capacity)
+        load_into(predictor, weights, "predictor", path)
+        predictor.to(map_location)
+    return Pretrained(encoder.to(map_location), ChannelVocab.from_dict(config["channels"]), predictor, config,
+                      int(config.get("step", 0)))
+
+
+def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
+    """Restore the optimizer state of a training checkpoint."""
+    tensors = load_weights(path, "optimizer.safetensors")
+    meta = json.loads((path / "optimizer.json").read_text())
+    state: dict[int, dict] = {}
+    for key, value in [*tensors.items(), *meta["scalars"].items()]:
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})

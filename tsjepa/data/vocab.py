@@ -1,0 +1,55 @@
+"""Channel vocabulary: channel names -> stable integer ids that travel with the data and the checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+
+class UnknownChannelError(KeyError):
+    """A channel name the model's vocabulary does not contain."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0])
+
+
+class ChannelVocab:
+    """An append-only list of channel names; a name's id is its position.
+
+    ``capacity`` is the size of the model's channel-embedding table; `extend` refuses to grow past it.
+    """
+
+    def __init__(self, names: Iterable[str] = (), capacity: int = 256) -> None:
+        self.names: list[str] = []
+        self.capacity = capacity
+        self.extend(names)
+
+    def extend(self, names: Iterable[str]) -> ChannelVocab:
+        for name in names:
+            if name not in self.names:
+                if len(self.names) >= self.capacity:
+                    raise ValueError(f"channel vocabulary is full ({self.capacity}); cannot add {name!r}")
+                self.names.append(str(name))
+        return self
+
+    def ids(self, names: Sequence[str]) -> np.ndarray:
+        """``[C]`` int64 ids of ``names``; raises `UnknownChannelError` for a name not in the vocabulary."""
+        index = {n: i for i, n in enumerate(self.names)}
+        missing = [n for n in names if n not in index]
+        if missing:
+            raise UnknownChannelError(
+                f"unknown channel(s) {missing}; the model knows {self.names}. "
+                "Pretrain with these channels or extend the vocabulary (ChannelVocab.extend) and fine-tune."
+            )
+        return np.array([index[n] for n in names], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def to_dict(self) -> dict:
+        return {"names": list(self.names), "capacity": self.capacity}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> ChannelVocab:
+        return cls(raw["names"], raw["capacity"])

@@ -1,0 +1,44 @@
+"""Target masks for JEPA: contiguous spans of patches in time, over all channels or a random subset."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def sample_span_mask(
+    patch_observed: Tensor,
+    ratio: float = 0.4,
+    spans: int = 2,
+    channel_subset_prob: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Target mask ``[B, C, P]`` bool.
+
+    Each window gets ``spans`` contiguous blocks of ``round(ratio * P / spans)`` patches (they may overlap).
+    With probability ``channel_subset_prob`` the blocks cover a random non-empty proper subset of the channels
+    (so the predictor must infer a channel from the others at the same time), otherwise all channels.
+    Only observed patches are targets; a window left with no context token gets no target.
+
+    Args:
+        patch_observed: ``[B, C, P]`` bool.
+        generator: CPU generator, so masks are reproducible from a seed whatever the device.
+    """
+    if not 0 < ratio < 1:
+        raise ValueError(f"mask ratio must lie in (0, 1), got {ratio}")
+    b, c, p = patch_observed.shape
+    length = max(1, round(ratio * p / spans))
+    starts = torch.randint(0, p - length + 1, (b, spans), generator=generator)
+    offsets = torch.arange(p)
+    in_time = ((offsets >= starts[..., None]) & (offsets < starts[..., None] + length)).any(1)  # [B, P]
+    subset = torch.rand(b, generator=generator) < channel_subset_prob
+    pick = torch.rand(b, c, generator=generator) < 0.5
+    if c > 1:  # a proper, non-empty subset: force one channel in and another out
+        order = torch.rand(b, c, generator=generator).argsort(1)
+        pick.scatter_(1, order[:, :1], True)
+        pick.scatter_(1, order[:, 1:2], False)
+    channels = torch.where(subset[:, None], pick, torch.ones_like(pick))  # [B, C]
+    target = in_time[:, None, :] & channels[:, :, None]
+    target = target.to(patch_observed.device) & patch_observed
+    has_context = (patch_observed & ~target).flatten(1).any(1)
+    return target & has_context[:, None, None]

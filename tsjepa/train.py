@@ -1,0 +1,199 @@
+"""Pretrain an encoder with JEPA + SIGReg: ``python -m tsjepa.train data=etth1``.
+
+Reads the train split only. Each step is seeded by (seed, step), so a run resumed from its last checkpoint
+reproduces the uninterrupted run. (``python -m`` imports the ``tsjepa`` package first, which sets
+OMP_WAIT_POLICY before torch loads.) Under ``torchrun`` it runs DistributedDataParallel: each rank samples
+from its own shard of windows and SIGReg sees the global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from tsjepa.checkpoint import (
+    CheckpointError,
+    load_into,
+    load_optimizer,
+    load_weights,
+    read_config,
+    save_pretrained,
+)
+from tsjepa.data.sources import load_card, load_dataset, split_rows
+from tsjepa.data.vocab import ChannelVocab
+from tsjepa.data.windows import Windows, fit_scaler
+from tsjepa.diagnostics import embedding_report
+from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig
+from tsjepa.objective import JEPA, ObjectiveConfig
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: torch.device) -> Distributed:
+    """Join the process group when launched by torchrun (gloo on CPU, nccl on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Distributed()
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size())
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is available; use train.device=cpu or auto")
+    return torch.device(name)
+
+
+def pretraining_windows(cfg: DictConfig) -> tuple[list[Windows], ChannelVocab]:
+    """Train-split windows (no val/test rows) of every dataset in ``cfg.data.datasets``, and their vocabulary."""
+    series = [load_dataset(name, cfg.data.dir) for name in cfg.data.datasets]
+    vocab = ChannelVocab(capacity=cfg.model.encoder.channel_capacity)
+    for ts in series:
+        vocab.extend(ts.channels)
+    windows = []
+    for ts in series:
+        train_rows = split_rows(load_card(ts.name), len(ts), cfg.data.lookback)["train"]
+        windows.append(Windows(ts, train_rows, cfg.data.lookback, 0, vocab.ids(ts.channels),
+                               fit_scaler(ts, train_rows)))
+    spans = {w.span for w in windows}
+    if len(spans) > 1:
+        raise ValueError(f"datasets give different window spans {spans}; use one time unit per patch")
+    return windows, vocab
+
+
+def sample_batch(windows: list[Windows], batch_size: int, gen: torch.Generator, ddp: Distributed):
+    """Pick a dataset (proportional to its windows) and ``batch_size`` windows from this rank's shard."""
+    sizes = torch.tensor([len(w) for w in windows], dtype=torch.float)
+    source = windows[int(torch.multinomial(sizes, 1, generator=gen))]
+    shard = torch.arange(ddp.rank, len(source), ddp.world)
+    draws = torch.randint(len(shard), (ddp.world, batch_size), generator=gen)[ddp.rank]
+    return source.batch(shard[draws])
+
+
+def learning_rate(step: int, cfg: DictConfig) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr_ratio * lr``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def build(cfg: DictConfig, span: float, seed: int) -> JEPA:
+    encoder = Encoder(EncoderConfig(span=span, **cfg.model.encoder))
+    predictor = Predictor(PredictorConfig(**cfg.model.predictor), encoder.config.d_model,
+                          encoder.config.channel_capacity)
+    return JEPA(encoder, predictor, ObjectiveConfig(**cfg.model.objective), seed=seed)
+
+
+def restore(jepa: JEPA, optimizer: torch.optim.Optimizer, path: Path) -> int:
+    """Load weights and optimizer state of a training checkpoint; returns its step."""
+    weights = load_weights(path)
+    load_into(jepa.encoder, weights, "encoder", path)
+    load_into(jepa.predictor, weights, "predictor", path)
+    if jepa.target_encoder is not None:
+        load_into(jepa.target_encoder, weights, "target_encoder", path)
+    if not (path / "optimizer.safetensors").exists():
+        raise CheckpointError(f"{path} holds no optimizer state; it cannot be resumed")
+    load_optimizer(path, optimizer)
+    return int(read_config(path)["step"])
+
+
+def train(cfg: DictConfig) -> Path:
+    """Run pretraining as configured; returns the final checkpoint directory."""
+    device = resolve_device(cfg.train.device)
+    ddp = setup_distributed(device)
+    if device.type == "cuda":
+        device = torch.device("cuda", ddp.rank % torch.cuda.device_count())
+    torch.manual_seed(cfg.seed)
+    windows, vocab = pretraining_windows(cfg)
+    jepa = build(cfg, windows[0].span, cfg.seed).to(device)
+    model = torch.nn.parallel.DistributedDataParallel(jepa) if ddp.world > 1 else jepa
+    params = [p for p in jepa.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    run_dir = Path(cfg.run_dir)
+    last = run_dir / "checkpoints" / "last"
+    step = restore(jepa, optimizer, last) if cfg.train.resume and last.exists() else 0
+    logger = None
+    if ddp.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.wandb.mode != "disabled":
+            import wandb
+
+            logger = wandb.init(project=cfg.wandb.project, mode=cfg.wandb.mode, dir=str(run_dir),
+                                config=OmegaConf.to_container(cfg, resolve=True))
+        if step:
+            print(f"resuming {run_dir} from step {step}")
+    extra = {"data": OmegaConf.to_container(cfg.data, resolve=True),
+             "objective": OmegaConf.to_container(cfg.model.objective, resolve=True),
+             "train": OmegaConf.to_container(cfg.train, resolve=True), "seed": cfg.seed}
+
+    def checkpoint(at: int) -> None:
+        if ddp.main:
+            ema = {"target_encoder": jepa.target_encoder} if jepa.target_encoder is not None else None
+            save_pretrained(last, jepa.encoder, vocab, jepa.predictor, ema, optimizer, at, extra)
+
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
+    progress = tqdm(range(step, cfg.train.steps), initial=step, total=cfg.train.steps, disable=not ddp.main,
+                    desc="pretrain", dynamic_ncols=True)
+    for step in progress:
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout etc.
+        batch = sample_batch(windows, cfg.train.batch_size, gen, ddp).to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, cfg.train)
+        with autocast:
+            out = model(batch, step, gen)
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+        optimizer.step()
+        jepa.update_target()
+        if ddp.main and ((step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps):
+            metrics = {"step": step + 1, "loss": out["loss"].item(), "prediction": out["prediction"].item(),
+                       "sigreg": out["sigreg"].item(), "lr": optimizer.param_groups[0]["lr"],
+                       **embedding_report(out["embeddings"][: cfg.train.diagnostic_tokens], step=step)}
+            progress.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in
+                                  ("loss", "prediction", "sigreg", "effective_rank")})
+            with open(run_dir / "metrics.jsonl", "a") as log:
+                log.write(json.dumps(metrics) + "\n")
+            if logger is not None:
+                logger.log(metrics, step=step + 1)
+        if (step + 1) % cfg.train.ckpt_every == 0 or step + 1 == cfg.train.steps:
+            checkpoint(step + 1)
+    if logger is not None:
+        logger.finish()
+    if ddp.world > 1:
+        dist.destroy_process_group()
+    return last
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    path = train(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"checkpoint: {path}")
+
+
+if __name__ == "__main__":
+    main()
