@@ -1,0 +1,1 @@
+"""Evaluation harnesses: ``python -m tsjepa.eval <task> ckpt=... [data=...]``."""

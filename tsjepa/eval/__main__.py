@@ -1,0 +1,31 @@
+"""``python -m tsjepa.eval <task> ckpt=PATH [data=NAME] [key=value ...]``; tasks: see `TASKS`."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+TASKS = {"forecast": "tsjepa.eval.forecast"}
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="eval", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    importlib.import_module(TASKS[cfg.eval.task]).run(cfg)
+
+
+def cli() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in TASKS:
+        got = sys.argv[1] if len(sys.argv) > 1 else "nothing"
+        sys.exit(f"usage: python -m tsjepa.eval <task> ckpt=PATH [key=value ...]; task is one of "
+                 f"{sorted(TASKS)}, got {got!r}")
+    sys.argv[1] = f"eval={sys.argv[1]}"
+    main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,23 @@
+"""Encode windows with a frozen encoder, in batches, without gradients."""
+
+from __future__ import annotations
+
+import torch
+from tqdm import tqdm
+
+from tsjepa.data.windows import Windows
+from tsjepa.models import Encoder, EncoderOutput
+
+
+@torch.no_grad()
+def encode_windows(encoder: Encoder, windows: Windows, index: torch.Tensor, batch_size: int = 256,
+                   device: torch.device | str = "cpu", desc: str = "encode") -> EncoderOutput:
+    """Encoder outputs of windows ``index`` ``[N]``, concatenated on the CPU (embeddings ``[N, C, P, D]``)."""
+    encoder.eval()
+    parts = []
+    for chunk in tqdm(index.split(batch_size), desc=desc, leave=False, dynamic_ncols=True):
+        batch = windows.batch(chunk)
+        batch.validate(windows.span)
+        out = encoder(batch.to(device))
+        parts.append([t.cpu() for t in (out.embeddings, out.patch_observed, out.loc, out.scale)])
+    return EncoderOutput(*[torch.cat(p) for p in zip(*parts, strict=True)])

@@ -1,0 +1,76 @@
+"""Benchmark results: ``eval/results/<task>/<dataset>.json`` plus a Markdown table beside it, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from tsjepa.data.sources import REPO_ROOT
+
+
+def git_commit() -> str:
+    """HEAD's hash, suffixed ``-dirty`` when tracked files have uncommitted changes; 'unknown' outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def command_line() -> str:
+    """The command as a user would type it (``python -m tsjepa.eval forecast ...``)."""
+    args = list(sys.argv[1:])
+    if args and args[0].startswith("eval="):
+        args[0] = args[0].removeprefix("eval=")
+    module = "tsjepa.eval" if sys.argv[0].endswith(("tsjepa/eval/__main__.py", "-m")) else sys.argv[0]
+    return shlex.join(["python", "-m", module, *args])
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    fmt = {float: lambda v: f"{v:.4f}"}
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        cells = [fmt.get(type(row.get(k)), str)(row.get(k, "")) for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_results(out_dir: str | os.PathLike, task: str, dataset: str, rows: list[dict], *, seed: int,
+                  device: str, wall_s: float, extra: dict | None = None, notes: str = "") -> Path:
+    """Write ``<out_dir>/<task>/<dataset>.json`` and ``.md``; returns the JSON path."""
+    record = {"task": task, "dataset": dataset, "command": command_line(), "commit": git_commit(),
+              "seed": seed, "device": device, "wall_s": round(wall_s, 1), "rows": rows, **(extra or {})}
+    path = Path(out_dir) / task / f"{dataset}.json"
+    _atomic_write(path, json.dumps(record, indent=2) + "\n")
+    md = [f"# {task} / {dataset}", "", f"`{record['command']}`", "",
+          f"commit `{record['commit']}` · seed {seed} · {device} · {record['wall_s']} s", "",
+          markdown_table(rows), ""]
+    if notes:
+        md += [notes, ""]
+    _atomic_write(path.with_suffix(".md"), "\n".join(md))
+    return path
