@@ -137,19 +137,20 @@ def sigreg(
         directions: ``[D, M]`` unit columns; drawn by `random_directions(D, num_slices, seed, step)` if None.
         knots, t_max: trapezoid quadrature on [0, t_max] (the integrand is even).
         chunk: rows of ``z`` processed at once; bounds the extra memory to O(chunk * M).
-    Computed in float32 whatever the input dtype or autocast state. In a distributed run, N is the global
+    Computed in float32 whatever the input dtype or autocast state (float64 for float64 input). In a distributed run, N is the global
     batch and every rank returns the same value.
     """
     _check(z, directions)
     if directions is None:
         directions = random_directions(z.shape[1], num_slices, seed, step, device=z.device)
+    dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type=z.device.type, enabled=False):
-        x = z.float() @ directions.float()  # [N, M]
+        x = z.to(dtype) @ directions.to(dtype)  # [N, M]
         t, weights = quadrature(knots, t_max, device=z.device)
         cos_sum, sin_sum = _CharacteristicSums.apply(x, t_max / (knots - 1), knots, chunk)
         cos_sum, sin_sum, n = _global_sums(cos_sum, sin_sum, x.shape[0])
-        err = (cos_sum / n - torch.exp(-(t.float() ** 2) / 2)) ** 2 + (sin_sum / n) ** 2  # [M, K]
-        per_slice = n * (err @ weights.float())  # [M]
+        err = (cos_sum / n - torch.exp(-(t.to(dtype) ** 2) / 2)) ** 2 + (sin_sum / n) ** 2  # [M, K]
+        per_slice = n * (err @ weights.to(dtype))  # [M]
     return per_slice.mean() if reduction == "mean" else per_slice
 
 

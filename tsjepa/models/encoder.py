@@ -59,7 +59,8 @@ class Encoder(nn.Module):
         return self.tokenizer.num_patches
 
     def forward(self, batch: Batch, context: Tensor | None = None) -> EncoderOutput:
-        """context ``[B, C, P]`` bool: tokens visible to attention (default: all observed patches)."""
+        """context ``[B, C, P]`` bool: the visible patches (default: all observed ones). Other patches are never
+        attended to, and their values do not enter the instance-normalisation statistics."""
         if (batch.channel_ids >= self.config.channel_capacity).any() or (batch.channel_ids < 0).any():
             raise ValueError(
                 f"channel ids must lie in [0, {self.config.channel_capacity}); "
@@ -67,7 +68,8 @@ class Encoder(nn.Module):
             )
         values, observed = batch.values, batch.observed
         if self.config.instance_norm:
-            values, loc, scale = instance_norm(values, observed)
+            visible = None if context is None else context.gather(-1, self.tokenizer.patch_index(batch.times))
+            values, loc, scale = instance_norm(values, observed, visible)
         else:
             loc = values.new_zeros(values.shape[:2])
             scale = values.new_ones(values.shape[:2])

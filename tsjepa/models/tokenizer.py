@@ -17,19 +17,22 @@ from einops import rearrange
 from torch import Tensor, nn
 
 
-def instance_norm(values: Tensor, observed: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor, Tensor]:
-    """Standardise each (window, channel) over its observed entries.
+def instance_norm(
+    values: Tensor, observed: Tensor, visible: Tensor | None = None, eps: float = 1e-5
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Standardise each (window, channel) with statistics of its ``visible`` observed entries.
 
-    Args: values, observed ``[B, C, T]``. Returns normalised values ``[B, C, T]`` (0 where unobserved),
-    loc and scale ``[B, C]``.
+    Args: values, observed, visible ``[B, C, T]`` (visible defaults to observed; a JEPA context view passes
+    its context observations so masked values cannot leak through the statistics). Returns normalised values
+    ``[B, C, T]`` (0 where unobserved), loc and scale ``[B, C]``.
     """
-    w = observed.to(values.dtype)
+    w = (observed if visible is None else observed & visible).to(values.dtype)
     count = w.sum(-1).clamp(min=1)
     x = torch.where(observed, values, torch.zeros_like(values))
-    loc = x.sum(-1) / count
+    loc = (x * w).sum(-1) / count
     var = ((x - loc[..., None]) ** 2 * w).sum(-1) / count
     scale = torch.sqrt(var + eps)
-    return (x - loc[..., None]) / scale[..., None] * w, loc, scale
+    return (x - loc[..., None]) / scale[..., None] * observed.to(values.dtype), loc, scale
 
 
 class TimeEncoding(nn.Module):
@@ -60,15 +63,23 @@ class PatchTokenizer(nn.Module):
         """``[P]`` start time of each patch relative to the window end, in patch durations."""
         return torch.arange(-self.num_patches, 0, device=device, dtype=torch.float32)
 
+    def slot_position(self, times: Tensor) -> tuple[Tensor, Tensor]:
+        """times ``[B, C, T]`` -> slot index (long) and in-slot offset in [0, 1], both ``[B, C, T]``."""
+        pos = (times.float() / self.patch_duration + self.num_patches) * self.slots  # in slots, [0, P*S)
+        slot = pos.floor().clamp(0, self.num_patches * self.slots - 1)
+        return slot.long(), (pos - slot).clamp(0, 1)
+
+    def patch_index(self, times: Tensor) -> Tensor:
+        """times ``[B, C, T]`` -> index ``[B, C, T]`` of the patch each observation falls in."""
+        return self.slot_position(times)[0] // self.slots
+
     def forward(self, values: Tensor, times: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
         b, c, _ = values.shape
         n_slots = self.num_patches * self.slots
-        pos = (times.float() / self.patch_duration + self.num_patches) * self.slots  # in slots, [0, P*S)
-        slot = pos.floor().clamp(0, n_slots - 1)
-        offset = (pos - slot).clamp(0, 1)
+        slot, offset = self.slot_position(times)
         w = observed.to(values.dtype)
         feats = torch.stack([torch.where(observed, values, torch.zeros_like(values)), w, offset * w], dim=2)
-        index = slot.long()[:, :, None, :].expand(-1, -1, 3, -1)
+        index = slot[:, :, None, :].expand(-1, -1, 3, -1)
         sums = values.new_zeros(b, c, 3, n_slots).scatter_add_(-1, index, feats)  # [B, C, 3, P*S]
         count = sums[:, :, 1:2]
         sums = torch.cat([sums[:, :, :1] / count.clamp(min=1), (count > 0).to(values.dtype),

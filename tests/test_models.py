@@ -1,0 +1,95 @@
+import pytest
+import torch
+from einops import rearrange
+
+from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig
+from tsjepa.models.tokenizer import PatchTokenizer
+
+from conftest import random_batch
+
+CFG = EncoderConfig(span=64.0, patch_duration=8.0, slots=8, d_model=32, depth=2, heads=4, channel_capacity=16)
+
+
+@pytest.fixture
+def encoder():
+    torch.manual_seed(0)
+    return Encoder(CFG).eval()
+
+
+def test_tokenizer_is_linear_patch_embedding_on_regular_data():
+    torch.manual_seed(0)
+    tok = PatchTokenizer(span=64.0, patch_duration=8.0, slots=8, d_model=16)
+    batch = random_batch(t=64)
+    tokens, observed = tok(batch.values, batch.times, batch.observed)
+    assert tokens.shape == (2, 3, 8, 16) and observed.all()
+    patches = rearrange(batch.values, "b c (p s) -> b c p s", s=8)
+    features = torch.cat([patches, torch.ones_like(patches), torch.zeros_like(patches)], dim=-1)
+    torch.testing.assert_close(tokens, tok.proj(features))
+
+
+def test_tokenizer_places_irregular_observations_by_time():
+    tok = PatchTokenizer(span=64.0, patch_duration=8.0, slots=4, d_model=8)
+    batch = random_batch(b=1, c=1, t=3)
+    batch.times = torch.tensor([[[-63.5, -40.2, -0.1]]])
+    _, observed = tok(batch.values, batch.times, batch.observed)
+    # -63.5 -> patch 0, -40.2 -> patch 2, -0.1 -> patch 7; the rest hold no observation
+    assert observed[0, 0].nonzero().flatten().tolist() == [0, 2, 7]
+
+
+def test_output_shapes_and_any_number_of_channels(encoder):
+    for channels in (1, 3, 7):
+        out = encoder(random_batch(c=channels))
+        assert out.embeddings.shape == (2, channels, 8, 32)
+        assert out.patch_observed.shape == (2, channels, 8) and out.loc.shape == (2, channels)
+
+
+def test_unobserved_values_do_not_change_the_output(encoder):
+    batch = random_batch()
+    batch.observed[0, 1, 10:30] = False
+    batch.observed[1, 0, ::3] = False
+    ref = encoder(batch).embeddings
+    batch.values = torch.where(batch.observed, batch.values, torch.full_like(batch.values, 1e6))
+    batch.values[~batch.observed] = float("nan")
+    torch.testing.assert_close(encoder(batch).embeddings, ref)
+
+
+def test_context_tokens_ignore_masked_tokens(encoder):
+    batch = random_batch()
+    context = torch.ones(2, 3, 8, dtype=torch.bool)
+    context[:, :, 4:6] = False  # a masked time span on all channels
+    ref = encoder(batch, context=context).embeddings
+    batch.values[:, :, 32:48] += 5.0  # change only the masked span's values
+    out = encoder(batch, context=context).embeddings
+    torch.testing.assert_close(out[context], ref[context])
+    assert not torch.allclose(out[~context], ref[~context])
+
+
+def test_attention_mixes_channels(encoder):
+    batch = random_batch()
+    ref = encoder(batch).embeddings
+    batch.values[:, 0] += torch.randn_like(batch.values[:, 0])
+    out = encoder(batch).embeddings
+    assert (out[:, 1] - ref[:, 1]).abs().max() > 1e-3  # channel 1 sees channel 0
+
+
+def test_channel_permutation_is_equivariant(encoder):
+    batch = random_batch(c=4)
+    perm = torch.tensor([2, 0, 3, 1])
+    ref = encoder(batch).embeddings
+    out = encoder(batch.select_channels(perm)).embeddings
+    torch.testing.assert_close(out, ref[:, perm], atol=1e-5, rtol=1e-5)
+
+
+def test_channel_ids_outside_the_table_are_refused(encoder):
+    batch = random_batch()
+    batch.channel_ids[0, 0] = 99
+    with pytest.raises(ValueError, match="channel ids must lie in"):
+        encoder(batch)
+
+
+def test_predictor_shapes(encoder):
+    pred = Predictor(PredictorConfig(d_model=16, depth=1, heads=2), 32, 16)
+    batch = random_batch()
+    context = torch.rand(2, 3, 8) > 0.5
+    out = pred(encoder(batch).embeddings, context, ~context, encoder.tokenizer.patch_starts(), batch.channel_ids)
+    assert out.shape == (2, 3, 8, 32) and torch.isfinite(out).all()
