@@ -3,14 +3,13 @@ import pandas as pd
 import pytest
 import torch
 import xarray as xr
+from conftest import random_batch
 
 from tsjepa.data.batch import BatchError
 from tsjepa.data.sources import DatasetError, fetch, load_card, load_dataset, split_rows
 from tsjepa.data.timeseries import TimeSeries, TimeSeriesError
 from tsjepa.data.vocab import ChannelVocab, UnknownChannelError
 from tsjepa.data.windows import Windows, fit_scaler
-
-from conftest import random_batch
 
 
 def test_timeseries_validates_input():

@@ -1,11 +1,10 @@
 import pytest
 import torch
+from conftest import random_batch
 from einops import rearrange
 
 from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig
 from tsjepa.models.tokenizer import PatchTokenizer
-
-from conftest import random_batch
 
 CFG = EncoderConfig(span=64.0, patch_duration=8.0, slots=8, d_model=32, depth=2, heads=4, channel_capacity=16)
 

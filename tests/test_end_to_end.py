@@ -1,0 +1,97 @@
+"""Real ETTh1: pretrain a tiny model for a few steps, crash and resume, evaluate a frozen encoder."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import TINY_MODEL, compose_config
+from safetensors.torch import load_file
+
+import tsjepa.train as train_module
+from tsjepa.checkpoint import CheckpointError
+from tsjepa.eval import forecast
+
+
+def train_config(run_dir, steps=4):
+    return compose_config("train", [
+        "data=etth1", f"run_dir={run_dir}", f"train.steps={steps}", "train.batch_size=8",
+        "train.warmup=2", "train.log_every=2", "train.ckpt_every=2", *TINY_MODEL,
+    ])
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, shared_data):
+    run_dir = tmp_path_factory.mktemp("run")
+    return train_module.train(train_config(run_dir))
+
+
+def test_pretraining_writes_checkpoint_and_diagnostics(pretrained):
+    config = json.loads((pretrained / "config.json").read_text())
+    assert config["step"] == 4 and config["channels"]["names"][-1] == "OT"
+    assert config["encoder"]["span"] == 336.0
+    metrics = [json.loads(line) for line in (pretrained.parents[1] / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [2, 4]
+    for m in metrics:
+        assert m["prediction"] > 0 and m["sigreg"] > 0 and 1 <= m["effective_rank"] <= 32
+
+
+def test_resume_after_crash_reproduces_the_uninterrupted_run(pretrained, tmp_path, monkeypatch):
+    original = train_module.sample_batch
+    calls = {"n": 0}
+
+    def crash_at_step_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated crash")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "sample_batch", crash_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(train_config(tmp_path))
+    assert json.loads((tmp_path / "checkpoints/last/config.json").read_text())["step"] == 2
+    monkeypatch.setattr(train_module, "sample_batch", original)
+    resumed = train_module.train(train_config(tmp_path))
+    a, b = load_file(str(pretrained / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_frozen_encoder_forecast_eval(pretrained, tmp_path):
+    cfg = compose_config("eval", [
+        "eval=forecast", f"ckpt={pretrained}", f"out_dir={tmp_path}", "eval.horizons=[96]", "eval.plot_windows=2",
+    ])
+    path = forecast.run(cfg)
+    record = json.loads(path.read_text())
+    assert record["task"] == "forecast" and record["dataset"] == "etth1"
+    assert set(record) >= {"command", "commit", "seed", "device", "wall_s", "rows"}
+    rows = {(r["model"], r["horizon"]): r for r in record["rows"]}
+    assert set(rows) == {(m, h) for m in ("linear", "tsjepa", "random-init") for h in (96, "avg")}
+    for row in rows.values():
+        assert row["n_windows"] == 2785
+        assert 0.2 < row["mse"] < 1.0 and 0.2 < row["mae"] < 1.0
+    assert rows[("linear", 96)]["mse"] == pytest.approx(0.370, abs=0.01)  # ridge on raw windows, known value
+    assert path.with_suffix(".md").read_text().count("| tsjepa | probe |") == 2
+    assert path.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_eval_refuses_mismatched_lookback_and_missing_checkpoint(pretrained, tmp_path):
+    cfg = compose_config("eval", ["eval=forecast", f"ckpt={pretrained}", "data.lookback=512", f"out_dir={tmp_path}"])
+    with pytest.raises(ValueError, match="span 336.0.*data.lookback=512"):
+        forecast.run(cfg)
+    cfg = compose_config("eval", ["eval=forecast", f"ckpt={tmp_path / 'none'}", f"out_dir={tmp_path}"])
+    with pytest.raises(CheckpointError, match="does not exist"):
+        forecast.run(cfg)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["-m", "tsjepa.train", "data=etth1", "train.stpes=3"], "Key 'stpes' is not in struct"),
+    (["-m", "tsjepa.train", "data=nosuch"], "Could not find 'data/nosuch'"),
+    (["-m", "tsjepa.eval", "forcast", "ckpt=x"], "task is one of ['forecast'], got 'forcast'"),
+])
+def test_cli_names_bad_arguments(argv, message):
+    result = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert message in result.stderr

@@ -1,0 +1,81 @@
+import pytest
+import torch
+from conftest import random_batch
+
+from tsjepa.masks import sample_span_mask
+from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig
+from tsjepa.objective import JEPA, ObjectiveConfig, sigreg_inputs
+
+
+def test_span_mask_is_contiguous_observed_and_leaves_context():
+    observed = torch.ones(64, 5, 20, dtype=torch.bool)
+    observed[0, :, :3] = False
+    target = sample_span_mask(observed, ratio=0.3, spans=1, channel_subset_prob=0.5,
+                              generator=torch.Generator().manual_seed(0))
+    assert not (target & ~observed).any()
+    assert (observed & ~target).flatten(1).any(1).all()
+    per_channel = target.any(-1)  # [B, C]
+    subset = per_channel.sum(1) < 5
+    assert 10 < int(subset.sum()) < 54  # about half the windows mask a channel subset
+    assert (per_channel.sum(1) >= 1).all()
+    for b in range(64):
+        c = int(per_channel[b].nonzero()[0])
+        idx = target[b, c].nonzero().flatten()
+        assert idx.max() - idx.min() + 1 == len(idx)  # one contiguous span
+        assert len(idx) <= 6
+    same = sample_span_mask(observed, 0.3, 1, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(target, same)
+
+
+def test_sigreg_inputs():
+    emb = torch.randn(2, 3, 4, 8)
+    observed = torch.ones(2, 3, 4, dtype=torch.bool)
+    observed[1, 2] = False
+    tokens, pooled = sigreg_inputs(emb, observed, "both")
+    assert tokens.shape == (20, 8) and pooled.shape == (5, 8)
+    torch.testing.assert_close(pooled[0], emb[0, 0].mean(0))
+
+
+def make_jepa(**objective):
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig(span=64.0, patch_duration=8.0, slots=8, d_model=16, depth=1, heads=2,
+                                channel_capacity=8))
+    pred = Predictor(PredictorConfig(d_model=8, depth=1, heads=2), 16, 8)
+    return JEPA(enc, pred, ObjectiveConfig(num_slices=16, **objective))
+
+
+def test_loss_mixes_prediction_and_sigreg():
+    batch = random_batch(b=4)
+    for lam in (0.0, 0.05, 1.0):
+        out = make_jepa(lam=lam)(batch, step=0, generator=torch.Generator().manual_seed(1))
+        expected = (1 - lam) * out["prediction"] + lam * out["sigreg"]
+        torch.testing.assert_close(out["loss"].detach(), expected)
+        assert out["embeddings"].shape[1] == 16
+
+
+def test_gradient_flows_through_targets_unless_stopped():
+    batch = random_batch(b=4)
+    grads = {}
+    for stop in (False, True):
+        jepa = make_jepa(lam=0.0, stop_grad=stop)
+        jepa(batch, 0, torch.Generator().manual_seed(1))["loss"].backward()
+        grads[stop] = jepa.encoder.tokenizer.proj.weight.grad.clone()
+    assert not torch.allclose(grads[False], grads[True])
+
+
+def test_ema_target_encoder():
+    jepa = make_jepa(ema=0.9)
+    assert jepa.target_encoder is not None
+    assert not any(p.requires_grad for p in jepa.target_encoder.parameters())
+    with torch.no_grad():
+        for p in jepa.encoder.parameters():
+            p.add_(1.0)
+    before = jepa.target_encoder.tokenizer.proj.bias.clone()
+    jepa.update_target()
+    online = jepa.encoder.tokenizer.proj.bias
+    torch.testing.assert_close(jepa.target_encoder.tokenizer.proj.bias, 0.9 * before + 0.1 * online)
+
+
+def test_bad_objective_config():
+    with pytest.raises(ValueError, match="sigreg_on"):
+        ObjectiveConfig(sigreg_on="everything")
