@@ -23,8 +23,9 @@ def effective_rank(z: Tensor) -> float:
 
 
 def embedding_report(z: Tensor, num_slices: int = 256, seed: int = 0, step: int = 0) -> dict[str, float]:
-    """Effective rank and the per-projection SIGReg statistic distribution of ``z`` ``[N, D]``."""
-    per_slice = sigreg(z.float(), num_slices=num_slices, reduction="none", seed=seed, step=step)
+    """Effective rank and the per-projection SIGReg statistic distribution of ``z`` ``[N, D]`` (this rank's)."""
+    per_slice = sigreg(z.float(), num_slices=num_slices, reduction="none", seed=seed, step=step,
+                       sync=False)
     q = torch.quantile(per_slice, torch.tensor([0.5, 0.9, 1.0], device=per_slice.device))
     return {
         "effective_rank": effective_rank(z),

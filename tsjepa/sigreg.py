@@ -96,11 +96,30 @@ class _CharacteristicSums(torch.autograd.Function):
         return grad_x, None, None, None
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks whose backward sums the incoming gradients over ranks too.
+
+    Every rank computes the same loss from the global sums, so the gradient reaching a rank's local sums is
+    the sum of all ranks' (identical) gradients: world x dL/dS. DDP's averaging divides by world again, which
+    leaves each parameter with exactly the gradient of the single-process loss on the global batch.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 def _global_sums(cos_sum: Tensor, sin_sum: Tensor, n: int) -> tuple[Tensor, Tensor, int]:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        from torch.distributed.nn.functional import all_reduce
-
-        cos_sum, sin_sum = all_reduce(cos_sum), all_reduce(sin_sum)
+        cos_sum, sin_sum = _AllReduceSum.apply(cos_sum), _AllReduceSum.apply(sin_sum)
         count = torch.tensor([n], dtype=torch.long, device=cos_sum.device)
         dist.all_reduce(count)
         n = int(count.item())
@@ -130,6 +149,7 @@ def sigreg(
     seed: int = 0,
     step: int = 0,
     chunk: int = 2048,
+    sync: bool = True,
 ) -> Tensor:
     """The SIGReg statistic of embeddings ``z`` ``[N, D]`` (float32 scalar; ``[M]`` if reduction='none').
 
@@ -137,6 +157,8 @@ def sigreg(
         directions: ``[D, M]`` unit columns; drawn by `random_directions(D, num_slices, seed, step)` if None.
         knots, t_max: trapezoid quadrature on [0, t_max] (the integrand is even).
         chunk: rows of ``z`` processed at once; bounds the extra memory to O(chunk * M).
+        sync: in a distributed run, all-reduce over ranks (the global-batch statistic; every rank must call);
+            False computes this rank's local statistic (e.g. for rank-0-only diagnostics).
     Computed in float32 whatever the input dtype or autocast state (float64 for float64 input). In a distributed run, N is the global
     batch and every rank returns the same value.
     """
@@ -148,7 +170,9 @@ def sigreg(
         x = z.to(dtype) @ directions.to(dtype)  # [N, M]
         t, weights = quadrature(knots, t_max, device=z.device)
         cos_sum, sin_sum = _CharacteristicSums.apply(x, t_max / (knots - 1), knots, chunk)
-        cos_sum, sin_sum, n = _global_sums(cos_sum, sin_sum, x.shape[0])
+        n = x.shape[0]
+        if sync:
+            cos_sum, sin_sum, n = _global_sums(cos_sum, sin_sum, n)
         err = (cos_sum / n - torch.exp(-(t.to(dtype) ** 2) / 2)) ** 2 + (sin_sum / n) ** 2  # [M, K]
         per_slice = n * (err @ weights.to(dtype))  # [M]
     return per_slice.mean() if reduction == "mean" else per_slice
