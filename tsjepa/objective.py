@@ -29,6 +29,7 @@ class ObjectiveConfig:
     num_slices: int = 256
     knots: int = 17
     t_max: float = 3.0
+    sigreg_backend: str = "auto"  # eager | compiled | auto (compiled on CUDA, eager on CPU)
     mask_ratio: float = 0.4
     mask_spans: int = 2
     channel_subset_prob: float = 0.5
@@ -98,7 +99,8 @@ class JEPA(nn.Module):
         prediction = ((predicted - targets) ** 2).mean(-1)[target_mask].mean()
         regularised = sigreg_inputs(full.embeddings, full.patch_observed, cfg.sigreg_on)
         statistic = torch.stack([
-            sigreg(z, num_slices=cfg.num_slices, knots=cfg.knots, t_max=cfg.t_max, seed=self.seed, step=step)
+            sigreg(z, num_slices=cfg.num_slices, knots=cfg.knots, t_max=cfg.t_max, seed=self.seed, step=step,
+                   backend=cfg.sigreg_backend)
             for z in regularised
         ]).mean()
         loss = (1 - cfg.lam) * prediction.float() + cfg.lam * statistic

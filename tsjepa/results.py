@@ -35,12 +35,15 @@ def device_description(device: torch.device) -> str:
 
 
 def command_line() -> str:
-    """The command as a user would type it (``python -m tsjepa.eval forecast ...``)."""
+    """The command as a user would type it (``python -m tsjepa.eval forecast ...``, ``python eval/x.py``)."""
     args = list(sys.argv[1:])
-    if args and args[0].startswith("eval="):
-        args[0] = args[0].removeprefix("eval=")
-    module = "tsjepa.eval" if sys.argv[0].endswith(("tsjepa/eval/__main__.py", "-m")) else sys.argv[0]
-    return shlex.join(["python", "-m", module, *args])
+    if sys.argv[0].endswith(os.path.join("tsjepa", "eval", "__main__.py")):
+        if args and args[0].startswith("eval="):
+            args[0] = args[0].removeprefix("eval=")
+        program = ["python", "-m", "tsjepa.eval"]
+    else:
+        program = ["python", os.path.relpath(sys.argv[0], REPO_ROOT)]
+    return shlex.join([*program, *args])
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -52,7 +55,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def markdown_table(rows: list[dict]) -> str:
     keys = list(dict.fromkeys(k for row in rows for k in row))
-    fmt = {float: lambda v: f"{v:.4f}"}
+    fmt = {float: lambda v: f"{v:.4f}" if 1e-3 <= abs(v) < 1e4 else f"{v:.3g}"}
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in rows:
         cells = [fmt.get(type(row.get(k)), str)(row.get(k, "")) for k in keys]

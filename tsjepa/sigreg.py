@@ -49,51 +49,77 @@ def random_directions(dim: int, num_slices: int, seed: int, step: int, device=No
     return (a / a.norm(dim=0, keepdim=True)).to(device)
 
 
+def _sums_kernel(x: Tensor, dt: float, knots: int) -> tuple[Tensor, Tensor]:
+    """x ``[n, M]`` -> (sum_n cos(k dt x), sum_n sin(k dt x)) for k = 1..K-1, each ``[M, K-1]``.
+
+    One cos/sin pair per element; the other knots follow from the angle-addition recurrence.
+    """
+    c1, s1 = torch.cos(dt * x), torch.sin(dt * x)
+    c, s = c1, s1
+    cos_cols, sin_cols = [c1.sum(0)], [s1.sum(0)]
+    for _ in range(2, knots):
+        c, s = c * c1 - s * s1, s * c1 + c * s1
+        cos_cols.append(c.sum(0))
+        sin_cols.append(s.sum(0))
+    return torch.stack(cos_cols, -1), torch.stack(sin_cols, -1)
+
+
+def _grad_kernel(x: Tensor, g_cos: Tensor, g_sin: Tensor, dt: float, knots: int) -> Tensor:
+    """d/dx of sum_k g_cos[:, k] cos(k dt x) + g_sin[:, k] sin(k dt x), given g_* ``[M, K]`` already
+    multiplied by t_k: ``[n, M]``."""
+    c1, s1 = torch.cos(dt * x), torch.sin(dt * x)
+    c, s = c1, s1
+    acc = g_sin[:, 1] * c1 - g_cos[:, 1] * s1
+    for k in range(2, knots):
+        c, s = c * c1 - s * s1, s * c1 + c * s1
+        acc = acc + g_sin[:, k] * c - g_cos[:, k] * s
+    return acc
+
+
+_COMPILED: dict[str, object] = {}
+
+
+def _kernels(backend: str):
+    """(sums, grad) kernels: 'eager' runs them op by op per chunk; 'compiled' fuses each into one loop
+    (torch.compile: a C++ kernel on CPU, Triton on GPU), so no [n, M] temporary is written per knot."""
+    if backend == "eager":
+        return _sums_kernel, _grad_kernel
+    if backend != "compiled":
+        raise ValueError(f"sigreg backend must be 'eager', 'compiled' or 'auto', got {backend!r}")
+    if not _COMPILED:
+        _COMPILED["sums"] = torch.compile(_sums_kernel, dynamic=True)
+        _COMPILED["grad"] = torch.compile(_grad_kernel, dynamic=True)
+    return _COMPILED["sums"], _COMPILED["grad"]
+
+
 class _CharacteristicSums(torch.autograd.Function):
-    """x ``[N, M]`` -> (sum_n cos(t_k x_nm), sum_n sin(t_k x_nm)) ``[M, K]`` for t_k = k * dt."""
+    """x ``[N, M]`` -> (sum_n cos(t_k x_nm), sum_n sin(t_k x_nm)) ``[M, K]`` for t_k = k * dt.
+
+    The backward recomputes cos/sin instead of saving them: memory stays O(chunk * M) on top of x.
+    """
 
     @staticmethod
-    def _sweep(x: Tensor, dt: float, knots: int, chunk: int, grads: tuple[Tensor, Tensor] | None):
-        m = x.shape[1]
-        cos_sum = x.new_zeros(m, knots)
-        sin_sum = x.new_zeros(m, knots)
-        grad_x = torch.empty_like(x) if grads is not None else None
-        for lo in range(0, x.shape[0], chunk):
-            xc = x[lo : lo + chunk]
-            c1, s1 = torch.cos(dt * xc), torch.sin(dt * xc)
-            c, s = c1, s1
-            if grads is not None:
-                g_cos, g_sin = grads  # [M, K], already multiplied by t_k
-                acc = s1 * -g_cos[:, 1] + c1 * g_sin[:, 1]
-            else:
-                cos_sum[:, 1] += c1.sum(0)
-                sin_sum[:, 1] += s1.sum(0)
-            for k in range(2, knots):
-                c, s = c * c1 - s * s1, s * c1 + c * s1
-                if grads is not None:
-                    acc = acc + s * -g_cos[:, k] + c * g_sin[:, k]
-                else:
-                    cos_sum[:, k] += c.sum(0)
-                    sin_sum[:, k] += s.sum(0)
-            if grads is not None:
-                grad_x[lo : lo + chunk] = acc
-        cos_sum[:, 0] = x.shape[0]
-        return cos_sum, sin_sum, grad_x
-
-    @staticmethod
-    def forward(ctx, x: Tensor, dt: float, knots: int, chunk: int):
+    def forward(ctx, x: Tensor, dt: float, knots: int, chunk: int, backend: str):
         ctx.save_for_backward(x)
-        ctx.dt, ctx.knots, ctx.chunk = dt, knots, chunk
-        cos_sum, sin_sum, _ = _CharacteristicSums._sweep(x, dt, knots, chunk, None)
+        ctx.dt, ctx.knots, ctx.chunk, ctx.backend = dt, knots, chunk, backend
+        sums, _ = _kernels(backend)
+        cos_sum = x.new_zeros(x.shape[1], knots)
+        sin_sum = x.new_zeros(x.shape[1], knots)
+        for xc in x.split(chunk):
+            c, s = sums(xc, dt, knots)
+            cos_sum[:, 1:] += c
+            sin_sum[:, 1:] += s
+        cos_sum[:, 0] = x.shape[0]
         return cos_sum, sin_sum
 
     @staticmethod
     def backward(ctx, g_cos: Tensor, g_sin: Tensor):
         (x,) = ctx.saved_tensors
+        _, grad = _kernels(ctx.backend)
         t = ctx.dt * torch.arange(ctx.knots, dtype=x.dtype, device=x.device)
-        grads = (g_cos * t, g_sin * t)
-        _, _, grad_x = _CharacteristicSums._sweep(x, ctx.dt, ctx.knots, ctx.chunk, grads)
-        return grad_x, None, None, None
+        g_cos, g_sin = (g_cos * t).contiguous(), (g_sin * t).contiguous()
+        grad_x = torch.cat([grad(xc, g_cos, g_sin, ctx.dt, ctx.knots) for xc in x.split(ctx.chunk)])
+        return grad_x, None, None, None, None
 
 
 class _AllReduceSum(torch.autograd.Function):
@@ -148,15 +174,19 @@ def sigreg(
     reduction: str = "mean",
     seed: int = 0,
     step: int = 0,
-    chunk: int = 2048,
+    chunk: int | None = None,
     sync: bool = True,
+    backend: str = "eager",
 ) -> Tensor:
     """The SIGReg statistic of embeddings ``z`` ``[N, D]`` (float32 scalar; ``[M]`` if reduction='none').
 
     Args:
         directions: ``[D, M]`` unit columns; drawn by `random_directions(D, num_slices, seed, step)` if None.
         knots, t_max: trapezoid quadrature on [0, t_max] (the integrand is even).
-        chunk: rows of ``z`` processed at once; bounds the extra memory to O(chunk * M).
+        chunk: rows of ``z`` processed at once (default 2048); bounds the eager backend's extra memory to
+            O(chunk * M), and keeps float32 accumulation short in the compiled one (partial sums per chunk).
+        backend: 'eager' (any platform), 'compiled' (torch.compile-fused kernels; needs a C++ compiler on CPU
+            or Triton on GPU; compiles once per dtype/device), or 'auto' (compiled on CUDA, else eager).
         sync: in a distributed run, all-reduce over ranks (the global-batch statistic; every rank must call);
             False computes this rank's local statistic (e.g. for rank-0-only diagnostics).
     Computed in float32 whatever the input dtype or autocast state (float64 for float64 input). In a distributed run, N is the global
@@ -169,7 +199,10 @@ def sigreg(
     with torch.autocast(device_type=z.device.type, enabled=False):
         x = z.to(dtype) @ directions.to(dtype)  # [N, M]
         t, weights = quadrature(knots, t_max, device=z.device)
-        cos_sum, sin_sum = _CharacteristicSums.apply(x, t_max / (knots - 1), knots, chunk)
+        if backend == "auto":
+            backend = "compiled" if z.is_cuda else "eager"
+        chunk = chunk or 2048
+        cos_sum, sin_sum = _CharacteristicSums.apply(x, t_max / (knots - 1), knots, chunk, backend)
         n = x.shape[0]
         if sync:
             cos_sum, sin_sum, n = _global_sums(cos_sum, sin_sum, n)
