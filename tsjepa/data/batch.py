@@ -50,10 +50,6 @@ class Batch:
         }
         return replace(self, **picked)
 
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(self.values.shape)  # type: ignore[return-value]
-
     def validate(self, span: float) -> None:
         """Raise `BatchError` naming the first problem found."""
         if self.values.ndim != 3:

@@ -137,7 +137,3 @@ class TimeSeries:
 
     def __repr__(self) -> str:
         return f"TimeSeries({self.name!r}, time={len(self)}, channels={self.channels})"
-
-    def isel(self, time: slice) -> TimeSeries:
-        """Rows ``time`` (a slice of positions)."""
-        return TimeSeries.from_xarray(self.data.isel(time=time))

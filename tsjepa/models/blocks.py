@@ -6,8 +6,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-AXIS_PATTERNS = {"time": ("b c p d -> (b c) p d", "(b c) p d -> b c p d"),
-                 "channel": ("b c p d -> (b p) c d", "(b p) c d -> b c p d")}
+# axis -> (tokens to sequences, key mask to sequences, sequences back to tokens)
+AXIS_PATTERNS = {
+    "time": ("b c p d -> (b c) p d", "b c p -> (b c) p", "(b c) p d -> b c p d"),
+    "channel": ("b c p d -> (b p) c d", "b c p -> (b p) c", "(b p) c d -> b c p d"),
+}
 
 
 class Attention(nn.Module):
@@ -45,10 +48,10 @@ class AxialBlock(nn.Module):
 
     def forward(self, x: Tensor, keys: Tensor) -> Tensor:
         """x ``[B, C, P, D]``; keys ``[B, C, P]`` bool (tokens other tokens may attend to)."""
-        split, merge = AXIS_PATTERNS[self.axis]
+        split, split_keys, merge = AXIS_PATTERNS[self.axis]
         b, c, p, _ = x.shape
         h = rearrange(x, split)
-        h = h + self.attn(self.norm1(h), rearrange(keys, split.replace(" d", "")))
+        h = h + self.attn(self.norm1(h), rearrange(keys, split_keys))
         h = h + self.mlp(self.norm2(h))
         return rearrange(h, merge, b=b, c=c, p=p)
 
