@@ -68,7 +68,8 @@ def test_frozen_encoder_forecast_eval(pretrained, tmp_path):
     assert record["task"] == "forecast" and record["dataset"] == "etth1"
     assert set(record) >= {"command", "commit", "seed", "device", "wall_s", "rows"}
     rows = {(r["model"], r["horizon"]): r for r in record["rows"]}
-    assert set(rows) == {(m, h) for m in ("linear", "tsjepa", "random-init") for h in (96, "avg")}
+    models = ("linear", "dlinear", "seasonal-naive", "tsjepa", "random-init")
+    assert set(rows) == {(m, h) for m in models for h in (96, "avg")}
     for row in rows.values():
         assert row["n_windows"] == 2785
         assert 0.2 < row["mse"] < 1.0 and 0.2 < row["mae"] < 1.0

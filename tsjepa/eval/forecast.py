@@ -7,6 +7,8 @@ instance-normalised space; the window's loc/scale are added back. The head is fi
 windows with the ridge penalty chosen on val. In the same run, on the same windows:
 
 - ``linear``: the same ridge head on the raw (standardised) lookback window, the reference row;
+- ``dlinear``: ridge on DLinear's trend / remainder decomposition of the lookback window;
+- ``seasonal-naive``: the last season repeated (period from the dataset card), as sktime's NaiveForecaster;
 - ``random-init`` (probe): the same architecture with random weights, frozen, so the table shows what
   pretraining adds over the inductive bias of the architecture alone.
 """
@@ -27,11 +29,15 @@ from omegaconf import DictConfig  # noqa: E402
 from tsjepa.checkpoint import from_pretrained  # noqa: E402
 from tsjepa.data.sources import load_card, load_dataset, split_rows  # noqa: E402
 from tsjepa.data.windows import Windows, fit_scaler  # noqa: E402
+from tsjepa.eval.baselines import decomposition_features, seasonal_naive  # noqa: E402
 from tsjepa.eval.embed import encode_windows  # noqa: E402
 from tsjepa.eval.linear import fit_ridge  # noqa: E402
 from tsjepa.models import Encoder, EncoderOutput  # noqa: E402
 from tsjepa.results import device_description, write_results  # noqa: E402
 from tsjepa.train import resolve_device  # noqa: E402
+
+BASELINE_FEATURES = {"linear": lambda x: x, "dlinear": decomposition_features}
+MODES = {"linear": "supervised", "dlinear": "supervised", "seasonal-naive": "naive"}
 
 
 def probe_features(out: EncoderOutput) -> torch.Tensor:
@@ -113,8 +119,12 @@ def run(cfg: DictConfig) -> Path:
         # the raw-window linear model: rows (window, channel), features = lookback values
         raw = {s: (rearrange(b.values, "n c l -> (n c) l"), rearrange(b.target, "n c h -> (n c) h"))
                for s, b in full.items()}
-        linear = fit_ridge(*raw["train"], *raw["val"], list(cfg.eval.alphas))
-        preds = {"linear": linear(raw["test"][0]).float()}
+        preds = {}
+        for model, features in BASELINE_FEATURES.items():
+            (x, y), (x_val, y_val) = raw["train"], raw["val"]
+            ridge = fit_ridge(features(x), y, features(x_val), y_val, list(cfg.eval.alphas))
+            preds[model] = ridge(features(raw["test"][0])).float()
+        preds["seasonal-naive"] = seasonal_naive(raw["test"][0], horizon, card.protocol["season"])
         for model, enc in encoded.items():
             part = {s: EncoderOutput(*(t[: n[s]] for t in (o.embeddings, o.patch_observed, o.loc, o.scale)))
                     for s, o in enc.items()}
@@ -126,7 +136,7 @@ def run(cfg: DictConfig) -> Path:
             preds[model] = rearrange(pred * test.scale[..., None] + test.loc[..., None], "n c h -> (n c) h")
         truth = raw["test"][1]
         for model, pred in preds.items():
-            mode = "supervised" if model == "linear" else "probe"
+            mode = MODES.get(model, "probe")
             rows_out.append({"model": model, "mode": mode, "horizon": horizon, **metrics(pred, truth),
                              "n_windows": n["test"]})
             print(f"H={horizon:4d} {model:12s} mse={rows_out[-1]['mse']:.4f} mae={rows_out[-1]['mae']:.4f} "
@@ -145,7 +155,9 @@ def run(cfg: DictConfig) -> Path:
         extra={"ckpt": str(cfg.ckpt), "lookback": lookback, "pretrain_step": pretrained.step},
         notes=(f"Frozen encoder + ridge head per horizon (penalty chosen on val); lookback {lookback}; "
                "all test windows, stride 1; MSE/MAE on train-standardised values. `linear`: ridge on the raw "
-               "lookback window; `random-init`: the same encoder architecture with random weights, frozen."),
+               "lookback window; `dlinear`: ridge on its trend/remainder decomposition (kernel 25); "
+               f"`seasonal-naive`: last season repeated (period {card.protocol['season']}); "
+               "`random-init`: the same encoder architecture with random weights, frozen."),
     )
     channel = ts.channels.index(cfg.eval.plot_channel) if cfg.eval.plot_channel in ts.channels else -1
     picks = torch.linspace(0, examples["n"] - 1, cfg.eval.plot_windows).long()
