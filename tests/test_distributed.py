@@ -2,10 +2,12 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import TINY_MODEL
 
@@ -15,11 +17,18 @@ HERE = Path(__file__).resolve().parent
 
 
 def torchrun(args: list[str], cwd: Path, timeout: int = 300) -> None:
+    """Run ``torchrun --nproc_per_node=2 ARGS``; on a time-out kill the whole process group (no orphans)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                             "--standalone", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                            timeout=timeout)
-    assert result.returncode == 0, result.stderr[-3000:]
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                             *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        pytest.fail(f"torchrun timed out after {timeout} s:\n{err[-3000:]}")
+    assert proc.returncode == 0, err[-3000:]
 
 
 def test_sigreg_ddp_equals_single_process(tmp_path):
