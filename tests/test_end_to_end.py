@@ -73,6 +73,7 @@ def test_frozen_encoder_forecast_eval(pretrained, tmp_path):
     for row in rows.values():
         assert row["n_windows"] == 2785
         assert 0.2 < row["mse"] < 1.0 and 0.2 < row["mae"] < 1.0
+    assert 1 < rows[("tsjepa", "avg")]["effective_rank"] <= 32 and rows[("tsjepa", "avg")]["isotropy"] > 0
     assert rows[("linear", 96)]["mse"] == pytest.approx(0.370, abs=0.01)  # ridge on raw windows, known value
     assert path.with_suffix(".md").read_text().count("| tsjepa | probe |") == 2
     assert path.with_suffix(".png").stat().st_size > 10_000

@@ -29,6 +29,7 @@ def embedding_report(z: Tensor, num_slices: int = 256, seed: int = 0, step: int 
     q = torch.quantile(per_slice, torch.tensor([0.5, 0.9, 1.0], device=per_slice.device))
     return {
         "effective_rank": effective_rank(z),
+        "sigreg_mean": float(per_slice.mean()),
         "sigreg_median": float(q[0]),
         "sigreg_p90": float(q[1]),
         "sigreg_max": float(q[2]),
