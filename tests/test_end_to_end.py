@@ -65,11 +65,13 @@ def test_frozen_encoder_forecast_eval(pretrained, tmp_path):
     ])
     path = forecast.run(cfg)
     record = json.loads(path.read_text())
+    assert record["finetune"] == {}
     assert record["task"] == "forecast" and record["dataset"] == "etth1"
     assert set(record) >= {"command", "commit", "seed", "device", "wall_s", "rows"}
     rows = {(r["model"], r["horizon"]): r for r in record["rows"]}
     models = ("linear", "dlinear", "seasonal-naive", "tsjepa", "random-init")
     assert set(rows) == {(m, h) for m in models for h in (96, "avg")}
+    assert {r["mode"] for r in record["rows"]} == {"supervised", "naive", "probe"}
     for row in rows.values():
         assert row["n_windows"] == 2785
         assert 0.2 < row["mse"] < 1.0 and 0.2 < row["mae"] < 1.0
@@ -97,3 +99,19 @@ def test_cli_names_bad_arguments(argv, message):
     result = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_finetune_mode_trains_encoder_and_head_with_early_stopping(pretrained, tmp_path):
+    cfg = compose_config("eval", [
+        "eval=forecast", f"ckpt={pretrained}", f"out_dir={tmp_path}", "eval.horizons=[96]", "eval.plot_windows=1",
+        "eval.modes=[probe,finetune]", "eval.finetune.max_steps=6", "eval.finetune.eval_every=2",
+        "eval.finetune.batch_size=8", "eval.finetune.val_stride=64",
+    ])
+    record = json.loads(forecast.run(cfg).read_text())
+    rows = {(r["model"], r["mode"], r["horizon"]): r for r in record["rows"]}
+    for key in [("tsjepa", "finetune", 96), ("random-init", "supervised", 96), ("tsjepa", "probe", 96)]:
+        assert rows[key]["n_windows"] == 2785 and 0.2 < rows[key]["mse"] < 1.0
+    assert set(record["finetune"]) == {"tsjepa/96", "random-init/96"}
+    for log in record["finetune"].values():
+        assert log["best_step"] in (0, 2, 4, 6) and log["steps"] <= 6
+        assert log["best_val_mse"] <= log["initial_val_mse"]  # never worse on val than the probe it starts from

@@ -15,6 +15,7 @@ windows with the ridge penalty chosen on val. In the same run, on the same windo
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 
@@ -32,13 +33,13 @@ from tsjepa.data.windows import Windows, fit_scaler  # noqa: E402
 from tsjepa.diagnostics import embedding_report  # noqa: E402
 from tsjepa.eval.baselines import decomposition_features, seasonal_naive  # noqa: E402
 from tsjepa.eval.embed import encode_windows  # noqa: E402
+from tsjepa.eval.finetune import ForecastModel, finetune, predict  # noqa: E402
 from tsjepa.eval.linear import fit_ridge  # noqa: E402
 from tsjepa.models import Encoder, EncoderOutput  # noqa: E402
 from tsjepa.results import device_description, write_results  # noqa: E402
 from tsjepa.train import resolve_device  # noqa: E402
 
 BASELINE_FEATURES = {"linear": lambda x: x, "dlinear": decomposition_features}
-MODES = {"linear": "supervised", "dlinear": "supervised", "seasonal-naive": "naive"}
 
 
 def probe_features(out: EncoderOutput) -> torch.Tensor:
@@ -122,7 +123,7 @@ def run(cfg: DictConfig) -> Path:
     }
     # anti-collapse evidence beside the errors: effective rank / isotropy of test token embeddings
     health = {model: test_embedding_health(enc["test"], cfg.seed) for model, enc in encoded.items()}
-    rows_out, examples = [], {}
+    rows_out, examples, finetune_logs = [], {}, {}
     for horizon in horizons:
         split_windows = {split: windows(split, horizon) for split in base}
         n = {split: len(w) for split, w in split_windows.items()}
@@ -130,12 +131,12 @@ def run(cfg: DictConfig) -> Path:
         # the raw-window linear model: rows (window, channel), features = lookback values
         raw = {s: (rearrange(b.values, "n c l -> (n c) l"), rearrange(b.target, "n c h -> (n c) h"))
                for s, b in full.items()}
-        preds = {}
+        preds = {}  # (model, mode) -> [(N C), H]
         for model, features in BASELINE_FEATURES.items():
             (x, y), (x_val, y_val) = raw["train"], raw["val"]
             ridge = fit_ridge(features(x), y, features(x_val), y_val, list(cfg.eval.alphas))
-            preds[model] = ridge(features(raw["test"][0])).float()
-        preds["seasonal-naive"] = seasonal_naive(raw["test"][0], horizon, card.protocol["season"])
+            preds[model, "supervised"] = ridge(features(raw["test"][0])).float()
+        preds["seasonal-naive", "naive"] = seasonal_naive(raw["test"][0], horizon, card.protocol["season"])
         for model, enc in encoded.items():
             part = {s: EncoderOutput(*(t[: n[s]] for t in (o.embeddings, o.patch_observed, o.loc, o.scale)))
                     for s, o in enc.items()}
@@ -144,26 +145,37 @@ def run(cfg: DictConfig) -> Path:
                              list(cfg.eval.alphas))
             test = part["test"]
             pred = rearrange(head(probe_features(test)).float(), "(n c) h -> n c h", n=n["test"])
-            preds[model] = rearrange(pred * test.scale[..., None] + test.loc[..., None], "n c h -> (n c) h")
+            preds[model, "probe"] = rearrange(pred * test.scale[..., None] + test.loc[..., None],
+                                              "n c h -> (n c) h")
+            if "finetune" in cfg.eval.modes:
+                tuned, log = finetune(
+                    ForecastModel(copy.deepcopy(encoders[model]), head), split_windows["train"],
+                    Windows(ts, rows["val"], lookback, horizon, ids, scaler, cfg.eval.finetune.val_stride),
+                    cfg.eval.finetune, cfg.seed, device, desc=f"{model}/finetune H={horizon}")
+                mode = "finetune" if model == "tsjepa" else "supervised"
+                preds[model, mode] = rearrange(predict(tuned, split_windows["test"], cfg.eval.batch_size, device),
+                                               "n c h -> (n c) h")
+                finetune_logs[f"{model}/{horizon}"] = log
         truth = raw["test"][1]
-        for model, pred in preds.items():
-            mode = MODES.get(model, "probe")
+        for (model, mode), pred in preds.items():
             rows_out.append({"model": model, "mode": mode, "horizon": horizon, **metrics(pred, truth),
                              "n_windows": n["test"]})
-            print(f"H={horizon:4d} {model:12s} mse={rows_out[-1]['mse']:.4f} mae={rows_out[-1]['mae']:.4f} "
-                  f"n_windows={n['test']}")
+            print(f"H={horizon:4d} {model:14s} {mode:10s} mse={rows_out[-1]['mse']:.4f} "
+                  f"mae={rows_out[-1]['mae']:.4f} n_windows={n['test']}")
         if horizon == horizons[0]:
             examples = {"batch": full["test"], "preds": preds, "n": n["test"]}
-    for model in dict.fromkeys(r["model"] for r in rows_out):
-        mine = [r for r in rows_out if r["model"] == model]
-        rows_out.append({"model": model, "mode": mine[0]["mode"], "horizon": "avg",
+    for model, mode in dict.fromkeys((r["model"], r["mode"]) for r in rows_out):
+        mine = [r for r in rows_out if (r["model"], r["mode"]) == (model, mode)]
+        rows_out.append({"model": model, "mode": mode, "horizon": "avg",
                          "mse": sum(r["mse"] for r in mine) / len(mine),
                          "mae": sum(r["mae"] for r in mine) / len(mine),
-                         "n_windows": sum(r["n_windows"] for r in mine), **health.get(model, {})})
+                         "n_windows": sum(r["n_windows"] for r in mine),
+                         **(health[model] if mode == "probe" else {})})
     out = write_results(
         cfg.out_dir, "forecast", name, rows_out, seed=cfg.seed, device=device_description(device),
         wall_s=time.time() - start,
-        extra={"ckpt": str(cfg.ckpt), "lookback": lookback, "pretrain_step": pretrained.step},
+        extra={"ckpt": str(cfg.ckpt), "lookback": lookback, "pretrain_step": pretrained.step,
+               "finetune": finetune_logs},
         notes=(f"Frozen encoder + ridge head per horizon (penalty chosen on val); lookback {lookback}; "
                "all test windows, stride 1; MSE/MAE on train-standardised values. `linear`: ridge on the raw "
                "lookback window; `dlinear`: ridge on its trend/remainder decomposition (kernel 25); "
@@ -177,7 +189,8 @@ def run(cfg: DictConfig) -> Path:
     batch = examples["batch"]
     plot_forecasts(
         out.with_suffix(".png"), batch.values[picks, channel], batch.target[picks, channel],
-        {m: rearrange(p, "(n c) h -> n c h", n=examples["n"])[picks, channel] for m, p in examples["preds"].items()},
+        {f"{m} ({mode})": rearrange(p, "(n c) h -> n c h", n=examples["n"])[picks, channel]
+         for (m, mode), p in examples["preds"].items()},
         ts.channels[channel], horizons[0], [int(rows["test"][0] + lookback + i) for i in picks],
     )
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")

@@ -1,0 +1,85 @@
+"""Fine-tuning for forecasting: encoder + linear head trained end to end, early stopping on val.
+
+The head starts from the ridge probe solution (linear probing then fine-tuning, Kumar et al. 2022), so
+fine-tuning begins where the probe ends. The same routine trains the randomly initialised architecture,
+which makes that row the supervised, no-pretraining baseline.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from einops import rearrange
+from omegaconf import DictConfig
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from tsjepa.data.batch import Batch
+from tsjepa.data.windows import Windows
+from tsjepa.eval.linear import Ridge
+from tsjepa.models import Encoder
+
+
+class ForecastModel(nn.Module):
+    """Encoder + a linear map from a channel's tokens ``[P * D]`` to its next ``H`` values (shared across
+    channels); predicts in instance-normalised units and adds the window's loc/scale back."""
+
+    def __init__(self, encoder: Encoder, head: Ridge) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(*head.weight.shape)
+        with torch.no_grad():
+            self.head.weight.copy_(head.weight.T.float())
+            self.head.bias.copy_(head.bias.float())
+
+    def forward(self, batch: Batch) -> Tensor:
+        """Batch ``[B, C, L]`` -> forecasts ``[B, C, H]``."""
+        out = self.encoder(batch)
+        pred = self.head(rearrange(out.embeddings, "b c p d -> b c (p d)"))
+        return pred * out.scale[..., None] + out.loc[..., None]
+
+
+@torch.no_grad()
+def predict(model: ForecastModel, windows: Windows, batch_size: int, device) -> Tensor:
+    """Forecasts ``[N, C, H]`` for every window."""
+    model.eval()
+    return torch.cat([model(windows.batch(i).to(device)).cpu()
+                      for i in torch.arange(len(windows)).split(batch_size)])
+
+
+def val_mse(model: ForecastModel, windows: Windows, batch_size: int, device) -> float:
+    target = windows.batch(torch.arange(len(windows))).target
+    return float(((predict(model, windows, batch_size, device) - target) ** 2).mean())
+
+
+def finetune(model: ForecastModel, train: Windows, val: Windows, cfg: DictConfig, seed: int, device,
+             desc: str = "finetune") -> tuple[ForecastModel, dict]:
+    """Adam on the MSE of train windows; keeps the weights with the best val MSE, checked every
+    ``cfg.eval_every`` steps; stops after ``cfg.patience`` checks without improvement or ``cfg.max_steps``."""
+    model = model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    initial = val_mse(model, val, cfg.batch_size, device)
+    best = (initial, copy.deepcopy(model.state_dict()), 0)
+    stale = 0
+    progress = tqdm(range(1, cfg.max_steps + 1), desc=desc, leave=False, dynamic_ncols=True)
+    for step in progress:
+        model.train()
+        batch = train.batch(torch.randint(len(train), (cfg.batch_size,), generator=gen)).to(device)
+        loss = ((model(batch) - batch.target) ** 2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if step % cfg.eval_every == 0:
+            score = val_mse(model, val, cfg.batch_size, device)
+            progress.set_postfix(val_mse=f"{score:.4f}", best=f"{best[0]:.4f}")
+            if score < best[0]:
+                best, stale = (score, copy.deepcopy(model.state_dict()), step), 0
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    break
+    model.load_state_dict(best[1])
+    return model, {"initial_val_mse": initial, "best_val_mse": best[0], "best_step": best[2], "steps": step}
