@@ -157,8 +157,9 @@ def train(cfg: DictConfig) -> Path:
     progress = tqdm(range(step, cfg.train.steps), initial=step, total=cfg.train.steps, disable=not ddp.main,
                     desc="pretrain", dynamic_ncols=True)
     for step in progress:
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout etc.
+        step_seed = cfg.seed * 1_000_003 + step
+        gen = torch.Generator().manual_seed(step_seed)  # batch and masks
+        torch.manual_seed(step_seed)  # dropout etc.
         batch = sample_batch(windows, cfg.train.batch_size, gen, ddp).to(device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg.train)

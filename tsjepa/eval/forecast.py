@@ -52,7 +52,7 @@ def normalise(target: torch.Tensor, out: EncoderOutput) -> torch.Tensor:
     return rearrange((target - out.loc[..., None]) / out.scale[..., None], "n c h -> (n c) h")
 
 
-def test_embedding_health(out: EncoderOutput, seed: int, tokens: int = 8192) -> dict[str, float]:
+def embedding_health(out: EncoderOutput, seed: int, tokens: int = 8192) -> dict[str, float]:
     """Effective rank and SIGReg isotropy statistic (null ~1.06) of a fixed random subset of test tokens."""
     z = out.embeddings[out.patch_observed]
     pick = torch.randperm(len(z), generator=torch.Generator().manual_seed(seed))[:tokens]
@@ -105,8 +105,8 @@ def run(cfg: DictConfig) -> Path:
     ids = pretrained.vocab.ids(ts.channels)
     horizons = sorted(cfg.eval.horizons or card.protocol["horizons"])
 
-    def windows(split: str, horizon: int) -> Windows:
-        return Windows(ts, rows[split], lookback, horizon, ids, scaler)
+    def windows(split: str, horizon: int, stride: int = 1) -> Windows:
+        return Windows(ts, rows[split], lookback, horizon, ids, scaler, stride)
 
     # Windows for the shortest horizon are a superset (same origins, in order) of those for longer ones.
     base = {split: windows(split, horizons[0]) for split in ("train", "val", "test")}
@@ -122,7 +122,7 @@ def run(cfg: DictConfig) -> Path:
         for model, enc in encoders.items()
     }
     # anti-collapse evidence beside the errors: effective rank / isotropy of test token embeddings
-    health = {model: test_embedding_health(enc["test"], cfg.seed) for model, enc in encoded.items()}
+    health = {model: embedding_health(enc["test"], cfg.seed) for model, enc in encoded.items()}
     rows_out, examples, finetune_logs = [], {}, {}
     for horizon in horizons:
         split_windows = {split: windows(split, horizon) for split in base}
@@ -150,7 +150,7 @@ def run(cfg: DictConfig) -> Path:
             if "finetune" in cfg.eval.modes:
                 tuned, log = finetune(
                     ForecastModel(copy.deepcopy(encoders[model]), head), split_windows["train"],
-                    Windows(ts, rows["val"], lookback, horizon, ids, scaler, cfg.eval.finetune.val_stride),
+                    windows("val", horizon, cfg.eval.finetune.val_stride),
                     cfg.eval.finetune, cfg.seed, device, desc=f"{model}/finetune H={horizon}")
                 mode = "finetune" if model == "tsjepa" else "supervised"
                 preds[model, mode] = rearrange(predict(tuned, split_windows["test"], cfg.eval.batch_size, device),
