@@ -65,6 +65,43 @@ def test_etth1_loader_and_standard_split_sizes(shared_data):
     assert int(train.origins.max()) == 8640 and train.batch(torch.tensor([0])).target is None
 
 
+@pytest.mark.parametrize("name, shape, train_end, val_end, horizons", [
+    ("weather", (52696, 21), 36887, 42157, [96, 192, 336, 720]),
+    ("exchange_rate", (7588, 8), 5311, 6071, [96, 192, 336, 720]),
+    ("illness", (966, 7), 676, 773, [24, 36, 48, 60]),
+])
+def test_seventy_ten_twenty_datasets(shared_data, name, shape, train_end, val_end, horizons):
+    """Autoformer's split: train int(0.7 n) rows, test int(0.2 n), val the rest; val / test start L early."""
+    ts, card = load_dataset(name, shared_data), load_card(name)
+    assert ts.values.shape == shape and card.protocol["horizons"] == horizons
+    assert split_rows(card, len(ts), 96) == {
+        "train": (0, train_end), "val": (train_end - 96, val_end), "test": (val_end - 96, shape[0])}
+    assert np.all(np.diff(ts.times) == 1.0)  # one time unit per row
+
+
+def test_weather_missing_code_and_row_time(shared_data):
+    """-9999 is unobserved, not a value; the duplicated timestamp does not break the row-time protocol."""
+    ts = load_dataset("weather", shared_data)
+    raw = pd.read_csv(shared_data / "weather.csv")
+    assert (raw.iloc[:, 1:].to_numpy() == -9999).sum() == np.isnan(ts.values).sum() == 81
+    assert not np.isnan(raw.iloc[:, 1:].to_numpy()).any()
+    scaler = fit_scaler(ts, (0, 36887))  # statistics of the observed train values only
+    expected = raw.iloc[:36887, 1:].replace(-9999, np.nan)
+    np.testing.assert_allclose(scaler.mean_, expected.mean().to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(scaler.scale_, expected.std(ddof=0).to_numpy(), rtol=1e-6)
+    rows = np.flatnonzero(np.isnan(ts.values).any(1))
+    windows = Windows(ts, (int(rows[0]) - 10, int(rows[0]) + 10), 8, 4, np.arange(21), scaler)
+    batch = windows.batch(torch.arange(len(windows)))
+    assert not batch.observed.all() and not batch.target_observed.all()
+    assert torch.isfinite(batch.values).all() and torch.isfinite(batch.target).all()
+
+
+def test_channel_namespaces_share_sensors_not_names(shared_data):
+    ett, ettm, weather = (load_card(n) for n in ("etth1", "ettm1", "weather"))
+    assert ett.channel_keys(["OT"]) == ettm.channel_keys(["OT"]) == ["ett/OT"]  # the same transformer
+    assert weather.channel_keys(["OT"]) == ["weather/OT"]  # CO2, not oil temperature
+
+
 def test_checksum_and_offline_download_errors(shared_data, tmp_path):
     card = load_card("etth1")
     corrupt = tmp_path / card.file

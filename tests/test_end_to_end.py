@@ -29,7 +29,7 @@ def pretrained(tmp_path_factory, shared_data):
 
 def test_pretraining_writes_checkpoint_and_diagnostics(pretrained):
     config = json.loads((pretrained / "config.json").read_text())
-    assert config["step"] == 4 and config["channels"]["names"][-1] == "OT"
+    assert config["step"] == 4 and config["channels"]["names"][-1] == "ett/OT"
     assert config["encoder"]["span"] == 336.0
     metrics = [json.loads(line) for line in (pretrained.parents[1] / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [2, 4]
@@ -115,3 +115,31 @@ def test_finetune_mode_trains_encoder_and_head_with_early_stopping(pretrained, t
     for log in record["finetune"].values():
         assert log["best_step"] in (0, 2, 4, 6) and log["steps"] <= 6
         assert log["best_val_mse"] <= log["initial_val_mse"]  # never worse on val than the probe it starts from
+
+
+def test_joint_pretraining_then_forecast_on_a_seventy_ten_twenty_dataset(tmp_path):
+    """Two datasets with different channels in one run; then the standard protocol on exchange rate."""
+    ckpt = train_module.train(compose_config("train", [
+        "data=etth1", "data.datasets=[etth1,exchange_rate]", f"run_dir={tmp_path / 'run'}", "train.steps=2",
+        "train.batch_size=8", "train.warmup=1", "train.log_every=1", *TINY_MODEL,
+    ]))
+    names = json.loads((ckpt / "config.json").read_text())["channels"]["names"]
+    assert names[:7] == [f"ett/{c}" for c in ("HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT")]
+    assert names[7:] == [f"exchange_rate/{c}" for c in ("0", "1", "2", "3", "4", "5", "6", "OT")]
+    cfg = compose_config("eval", [
+        "eval=forecast", "data=exchange_rate", f"ckpt={ckpt}", f"out_dir={tmp_path}", "eval.horizons=[96]",
+        "eval.random_baseline=false", "eval.max_fit_rows=10000", "eval.plot_windows=1",
+    ])
+    record = json.loads(forecast.run(cfg).read_text())
+    assert record["dataset"] == "exchange_rate" and record["fit_stride"] == {"train": 4, "val": 1}
+    rows = {(r["model"], r["horizon"]): r for r in record["rows"]}
+    assert rows[("tsjepa", 96)]["n_windows"] == 1517 - 96 + 1  # every test window of the last 20% (1517 rows)
+    # seasonal naive with period 1 is the random walk, hard to beat on exchange rates
+    assert rows[("seasonal-naive", 96)]["mse"] < rows[("tsjepa", 96)]["mse"]
+
+
+def test_forecast_metrics_skip_unobserved_targets():
+    pred, target = torch.zeros(2, 3), torch.tensor([[1.0, 2.0, 99.0], [1.0, 1.0, 1.0]])
+    observed = torch.tensor([[True, True, False], [True, True, True]])
+    assert forecast.metrics(pred, target, observed) == {"mse": pytest.approx(8 / 5), "mae": pytest.approx(6 / 5)}
+    assert forecast.fit_stride(1000, 7, 7000) == 1 and forecast.fit_stride(1001, 7, 7000) == 2

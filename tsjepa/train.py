@@ -68,13 +68,14 @@ def resolve_device(name: str) -> torch.device:
 def pretraining_windows(cfg: DictConfig) -> tuple[list[Windows], ChannelVocab]:
     """Train-split windows (no val/test rows) of every dataset in ``cfg.data.datasets``, and their vocabulary."""
     series = [load_dataset(name, cfg.data.dir) for name in cfg.data.datasets]
+    cards = [load_card(name) for name in cfg.data.datasets]
     vocab = ChannelVocab(capacity=cfg.model.encoder.channel_capacity)
-    for ts in series:
-        vocab.extend(ts.channels)
+    for ts, card in zip(series, cards, strict=True):
+        vocab.extend(card.channel_keys(ts.channels))
     windows = []
-    for ts in series:
-        train_rows = split_rows(load_card(ts.name), len(ts), cfg.data.lookback)["train"]
-        windows.append(Windows(ts, train_rows, cfg.data.lookback, 0, vocab.ids(ts.channels),
+    for ts, card in zip(series, cards, strict=True):
+        train_rows = split_rows(card, len(ts), cfg.data.lookback)["train"]
+        windows.append(Windows(ts, train_rows, cfg.data.lookback, 0, vocab.ids(card.channel_keys(ts.channels)),
                                fit_scaler(ts, train_rows)))
     spans = {w.span for w in windows}
     if len(spans) > 1:

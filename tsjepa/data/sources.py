@@ -40,7 +40,14 @@ class DatasetCard:
     freq: str
     protocol: dict
     time_column: str | None = None
-    missing_value: float | None = None
+    missing_value: float | None = None  # a code in the file that means "not observed"
+    time_from_rows: bool = False  # rows are consecutive steps whatever the timestamps say (standard protocol)
+    channel_namespace: str | None = None  # channels of cards sharing it are the same sensors; default: name
+
+    def channel_keys(self, channels: list[str]) -> list[str]:
+        """Vocabulary keys of this dataset's channels, ``namespace/channel``: 'OT' of ETTh1 and 'OT' of
+        weather are different channels, 'HUFL' of ETTh1 and ETTm1 the same sensor."""
+        return [f"{self.channel_namespace or self.name}/{c}" for c in channels]
 
 
 def load_card(name: str) -> DatasetCard:
@@ -97,6 +104,9 @@ def _load_wide_csv(path: Path, card: DatasetCard) -> TimeSeries:
     frame = pd.read_csv(path, parse_dates=[card.time_column]).set_index(card.time_column)
     if card.missing_value is not None:
         frame = frame.replace(card.missing_value, np.nan)
+    if card.time_from_rows:  # time t = row number, in units of the card's freq
+        frame.index = np.arange(len(frame), dtype=np.float64)
+        return TimeSeries.from_wide(frame, name=card.name)
     return TimeSeries.from_wide(frame, step=card.freq, name=card.name)
 
 

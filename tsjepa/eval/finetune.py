@@ -48,9 +48,10 @@ def predict(model: ForecastModel, windows: Windows, batch_size: int, device) -> 
                       for i in torch.arange(len(windows)).split(batch_size)])
 
 
-def val_mse(model: ForecastModel, windows: Windows, target: Tensor, batch_size: int, device) -> float:
-    """MSE of the forecasts of ``windows`` against their ``target`` ``[N, C, H]``."""
-    return float(((predict(model, windows, batch_size, device) - target) ** 2).mean())
+def val_mse(model: ForecastModel, windows: Windows, target: Tensor, observed: Tensor, batch_size: int,
+            device) -> float:
+    """MSE of the forecasts of ``windows`` against their ``target`` ``[N, C, H]`` where ``observed``."""
+    return float(((predict(model, windows, batch_size, device) - target)[observed] ** 2).mean())
 
 
 def finetune(model: ForecastModel, train: Windows, val: Windows, cfg: DictConfig, seed: int, device,
@@ -60,21 +61,22 @@ def finetune(model: ForecastModel, train: Windows, val: Windows, cfg: DictConfig
     model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
-    val_target = val.batch(torch.arange(len(val))).target
-    initial = val_mse(model, val, val_target, cfg.batch_size, device)
+    val_batch = val.batch(torch.arange(len(val)))
+    val_target = (val_batch.target, val_batch.target_observed)
+    initial = val_mse(model, val, *val_target, cfg.batch_size, device)
     best = (initial, copy.deepcopy(model.state_dict()), 0)
     stale = 0
     progress = tqdm(range(1, cfg.max_steps + 1), desc=desc, leave=False, dynamic_ncols=True)
     for step in progress:
         model.train()
         batch = train.batch(torch.randint(len(train), (cfg.batch_size,), generator=gen)).to(device)
-        loss = ((model(batch) - batch.target) ** 2).mean()
+        loss = ((model(batch) - batch.target)[batch.target_observed] ** 2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         if step % cfg.eval_every == 0:
-            score = val_mse(model, val, val_target, cfg.batch_size, device)
+            score = val_mse(model, val, *val_target, cfg.batch_size, device)
             progress.set_postfix(val_mse=f"{score:.4f}", best=f"{best[0]:.4f}")
             if score < best[0]:
                 best, stale = (score, copy.deepcopy(model.state_dict()), step), 0

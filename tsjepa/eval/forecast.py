@@ -16,6 +16,7 @@ windows with the ridge penalty chosen on val. In the same run, on the same windo
 from __future__ import annotations
 
 import copy
+import math
 import time
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from tsjepa.diagnostics import embedding_report  # noqa: E402
 from tsjepa.eval.baselines import decomposition_features, seasonal_naive  # noqa: E402
 from tsjepa.eval.embed import encode_windows  # noqa: E402
 from tsjepa.eval.finetune import ForecastModel, finetune, predict  # noqa: E402
-from tsjepa.eval.linear import fit_ridge  # noqa: E402
+from tsjepa.eval.linear import Ridge, fit_ridge  # noqa: E402
 from tsjepa.models import Encoder, EncoderOutput  # noqa: E402
 from tsjepa.results import device_description, write_results  # noqa: E402
 from tsjepa.train import resolve_device  # noqa: E402
@@ -60,8 +61,22 @@ def embedding_health(out: EncoderOutput, seed: int, tokens: int = 8192) -> dict[
     return {"effective_rank": report["effective_rank"], "isotropy": report["sigreg_mean"]}
 
 
-def metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    return {"mse": float(((pred - target) ** 2).mean()), "mae": float((pred - target).abs().mean())}
+def metrics(pred: torch.Tensor, target: torch.Tensor, observed: torch.Tensor) -> dict[str, float]:
+    """MSE / MAE over the observed target values (``[N, H]`` each; ``observed`` bool)."""
+    err = (pred - target)[observed]
+    return {"mse": float((err**2).mean()), "mae": float(err.abs().mean())}
+
+
+def fit_head(x: dict[str, torch.Tensor], y: dict[str, torch.Tensor], keep: dict[str, torch.Tensor],
+             alphas: list[float]) -> Ridge:
+    """Ridge ``[N, F] -> [N, H]`` fit on the ``keep`` rows of split "train", penalty chosen on "val"."""
+    return fit_ridge(x["train"][keep["train"]], y["train"][keep["train"]], x["val"][keep["val"]],
+                     y["val"][keep["val"]], alphas)
+
+
+def fit_stride(n_windows: int, n_channels: int, max_rows: int) -> int:
+    """Stride over windows that keeps at most ``max_rows`` (window, channel) rows for fitting ridge heads."""
+    return max(1, math.ceil(n_windows * n_channels / max_rows))
 
 
 def check_span(encoder: Encoder, windows: Windows, ckpt: str) -> None:
@@ -102,14 +117,18 @@ def run(cfg: DictConfig) -> Path:
     lookback = cfg.data.lookback
     rows = split_rows(card, len(ts), lookback)
     scaler = fit_scaler(ts, rows["train"])
-    ids = pretrained.vocab.ids(ts.channels)
+    ids = pretrained.vocab.ids(card.channel_keys(ts.channels))
     horizons = sorted(cfg.eval.horizons or card.protocol["horizons"])
 
     def windows(split: str, horizon: int, stride: int = 1) -> Windows:
         return Windows(ts, rows[split], lookback, horizon, ids, scaler, stride)
 
-    # Windows for the shortest horizon are a superset (same origins, in order) of those for longer ones.
-    base = {split: windows(split, horizons[0]) for split in ("train", "val", "test")}
+    # Ridge heads are fit on every k-th train / val window when a dataset has more (window, channel) rows
+    # than eval.max_fit_rows; every test window is scored. Windows for the shortest horizon are a superset
+    # (same origins, in order) of those for longer ones.
+    stride = {split: fit_stride(len(windows(split, horizons[0])), len(ids), cfg.eval.max_fit_rows)
+              for split in ("train", "val")} | {"test": 1}
+    base = {split: windows(split, horizons[0], stride[split]) for split in stride}
     check_span(pretrained.encoder, base["train"], cfg.ckpt)
     torch.manual_seed(cfg.seed)
     encoders = {"tsjepa": pretrained.encoder}
@@ -125,31 +144,33 @@ def run(cfg: DictConfig) -> Path:
     health = {model: embedding_health(enc["test"], cfg.seed) for model, enc in encoded.items()}
     rows_out, examples, finetune_logs = [], {}, {}
     for horizon in horizons:
-        split_windows = {split: windows(split, horizon) for split in base}
+        split_windows = {split: windows(split, horizon, stride[split]) for split in base}
         n = {split: len(w) for split, w in split_windows.items()}
         full = {split: w.batch(torch.arange(len(w))) for split, w in split_windows.items()}
-        # the raw-window linear model: rows (window, channel), features = lookback values
+        # rows (window, channel); fitting uses the rows whose whole target is observed
+        keep = {s: rearrange(b.target_observed, "n c h -> (n c) h").all(-1) for s, b in full.items()}
+        # the raw-window linear model: features = lookback values (unobserved ones at the train mean, 0)
         raw = {s: (rearrange(b.values, "n c l -> (n c) l"), rearrange(b.target, "n c h -> (n c) h"))
                for s, b in full.items()}
+        alphas = list(cfg.eval.alphas)
         preds = {}  # (model, mode) -> [(N C), H]
         for model, features in BASELINE_FEATURES.items():
-            (x, y), (x_val, y_val) = raw["train"], raw["val"]
-            ridge = fit_ridge(features(x), y, features(x_val), y_val, list(cfg.eval.alphas))
-            preds[model, "supervised"] = ridge(features(raw["test"][0])).float()
+            x = {s: features(v[0]) for s, v in raw.items()}
+            preds[model, "supervised"] = fit_head(x, {s: v[1] for s, v in raw.items()}, keep, alphas)(
+                x["test"]).float()
         preds["seasonal-naive", "naive"] = seasonal_naive(raw["test"][0], horizon, card.protocol["season"])
         for model, enc in encoded.items():
             part = {s: EncoderOutput(*(t[: n[s]] for t in (o.embeddings, o.patch_observed, o.loc, o.scale)))
                     for s, o in enc.items()}
-            head = fit_ridge(probe_features(part["train"]), normalise(full["train"].target, part["train"]),
-                             probe_features(part["val"]), normalise(full["val"].target, part["val"]),
-                             list(cfg.eval.alphas))
+            head = fit_head({s: probe_features(o) for s, o in part.items()},
+                            {s: normalise(full[s].target, o) for s, o in part.items()}, keep, alphas)
             test = part["test"]
             pred = rearrange(head(probe_features(test)).float(), "(n c) h -> n c h", n=n["test"])
             preds[model, "probe"] = rearrange(pred * test.scale[..., None] + test.loc[..., None],
                                               "n c h -> (n c) h")
             if "finetune" in cfg.eval.modes:
                 tuned, log = finetune(
-                    ForecastModel(copy.deepcopy(encoders[model]), head), split_windows["train"],
+                    ForecastModel(copy.deepcopy(encoders[model]), head), windows("train", horizon),
                     windows("val", horizon, cfg.eval.finetune.val_stride),
                     cfg.eval.finetune, cfg.seed, device, desc=f"{model}/finetune H={horizon}")
                 mode = "finetune" if model == "tsjepa" else "supervised"
@@ -157,8 +178,10 @@ def run(cfg: DictConfig) -> Path:
                                                "n c h -> (n c) h")
                 finetune_logs[f"{model}/{horizon}"] = log
         truth = raw["test"][1]
+        observed = rearrange(full["test"].target_observed, "n c h -> (n c) h")
         for (model, mode), pred in preds.items():
-            rows_out.append({"model": model, "mode": mode, "horizon": horizon, **metrics(pred, truth),
+            rows_out.append({"model": model, "mode": mode, "horizon": horizon,
+                             **metrics(pred, truth, observed),
                              "n_windows": n["test"]})
             print(f"H={horizon:4d} {model:14s} {mode:10s} mse={rows_out[-1]['mse']:.4f} "
                   f"mae={rows_out[-1]['mae']:.4f} n_windows={n['test']}")
@@ -175,9 +198,11 @@ def run(cfg: DictConfig) -> Path:
         cfg.out_dir, "forecast", name, rows_out, seed=cfg.seed, device=device_description(device),
         wall_s=time.time() - start,
         extra={"ckpt": str(cfg.ckpt), "lookback": lookback, "pretrain_step": pretrained.step,
+               "fit_stride": {s: stride[s] for s in ("train", "val")},
                "finetune": finetune_logs},
         notes=(f"Frozen encoder + ridge head per horizon (penalty chosen on val); lookback {lookback}; "
-               "all test windows, stride 1; MSE/MAE on train-standardised values. `linear`: ridge on the raw "
+               "all test windows, stride 1; MSE/MAE on train-standardised values (observed targets only); "
+               f"heads fit on every {stride['train']}th train / {stride['val']}th val window. `linear`: ridge on the raw "
                "lookback window; `dlinear`: ridge on its trend/remainder decomposition (kernel 25); "
                f"`seasonal-naive`: last season repeated (period {card.protocol['season']}); "
                "`random-init`: the same encoder architecture with random weights, frozen. On the avg rows of "
