@@ -27,6 +27,16 @@ def test_span_mask_is_contiguous_observed_and_leaves_context():
     assert torch.equal(target, same)
 
 
+def test_tail_mask_targets_the_end_of_the_window():
+    observed = torch.ones(200, 3, 20, dtype=torch.bool)
+    gen = torch.Generator().manual_seed(1)
+    target = sample_span_mask(observed, ratio=0.3, spans=2, channel_subset_prob=0.0, generator=gen, tail_prob=0.5)
+    tail = target[:, 0, -6:].all(-1) & ~target[:, 0, :-6].any(-1)  # exactly the last round(0.3 * 20) patches
+    assert 70 < int(tail.sum()) < 130
+    always = sample_span_mask(observed, 0.3, 2, 0.0, torch.Generator().manual_seed(1), tail_prob=1.0)
+    assert always[:, :, -6:].all() and not always[:, :, :-6].any()
+
+
 def test_sigreg_inputs():
     emb = torch.randn(2, 3, 4, 8)
     observed = torch.ones(2, 3, 4, dtype=torch.bool)

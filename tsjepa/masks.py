@@ -12,10 +12,13 @@ def sample_span_mask(
     spans: int = 2,
     channel_subset_prob: float = 0.5,
     generator: torch.Generator | None = None,
+    tail_prob: float = 0.0,
 ) -> Tensor:
     """Target mask ``[B, C, P]`` bool.
 
-    Each window gets ``spans`` contiguous blocks of ``round(ratio * P / spans)`` patches (they may overlap).
+    Each window gets ``spans`` contiguous blocks of ``round(ratio * P / spans)`` patches (they may overlap),
+    or, with probability ``tail_prob``, one block of ``round(ratio * P)`` patches at the end of the window, so
+    the predictor extrapolates (the context sees only the past, as a forecaster does).
     With probability ``channel_subset_prob`` the blocks cover a random non-empty proper subset of the channels
     (so the predictor must infer a channel from the others at the same time), otherwise all channels.
     Only observed patches are targets; a window left with no context token gets no target.
@@ -31,6 +34,8 @@ def sample_span_mask(
     starts = torch.randint(0, p - length + 1, (b, spans), generator=generator)
     offsets = torch.arange(p)
     in_time = ((offsets >= starts[..., None]) & (offsets < starts[..., None] + length)).any(1)  # [B, P]
+    tail = torch.rand(b, generator=generator) < tail_prob
+    in_time = torch.where(tail[:, None], offsets >= p - max(1, round(ratio * p)), in_time)
     subset = torch.rand(b, generator=generator) < channel_subset_prob
     pick = torch.rand(b, c, generator=generator) < 0.5
     if c > 1:  # a proper, non-empty subset: force one channel in and another out

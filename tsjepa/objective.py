@@ -33,6 +33,7 @@ class ObjectiveConfig:
     mask_ratio: float = 0.4
     mask_spans: int = 2
     channel_subset_prob: float = 0.5
+    mask_tail_prob: float = 0.0  # share of windows whose target is the end of the window (extrapolation)
     ema: float = 0.0  # momentum of an EMA target encoder; 0 = none (the target is the online encoder)
     stop_grad: bool = False  # detach the targets
 
@@ -81,7 +82,8 @@ class JEPA(nn.Module):
         cfg = self.config
         full = self.encoder(batch)
         target_mask = sample_span_mask(
-            full.patch_observed, cfg.mask_ratio, cfg.mask_spans, cfg.channel_subset_prob, generator
+            full.patch_observed, cfg.mask_ratio, cfg.mask_spans, cfg.channel_subset_prob, generator,
+            cfg.mask_tail_prob,
         )
         context_mask = full.patch_observed & ~target_mask
         context = self.encoder(batch, context=context_mask)
