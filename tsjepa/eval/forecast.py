@@ -202,8 +202,8 @@ def run(cfg: DictConfig) -> Path:
                "finetune": finetune_logs},
         notes=(f"Frozen encoder + ridge head per horizon (penalty chosen on val); lookback {lookback}; "
                "all test windows, stride 1; MSE/MAE on train-standardised values (observed targets only); "
-               f"heads fit on every {stride['train']}th train / {stride['val']}th val window. `linear`: ridge on the raw "
-               "lookback window; `dlinear`: ridge on its trend/remainder decomposition (kernel 25); "
+               f"ridge heads fit on train windows with stride {stride['train']}, penalty chosen on val windows "
+               f"with stride {stride['val']}. `linear`: ridge on the raw lookback window; `dlinear`: ridge on its trend/remainder decomposition (kernel 25); "
                f"`seasonal-naive`: last season repeated (period {card.protocol['season']}); "
                "`random-init`: the same encoder architecture with random weights, frozen. On the avg rows of "
                "encoders: effective rank of 8192 test token embeddings and their SIGReg statistic "
