@@ -34,8 +34,6 @@ def sample_span_mask(
     starts = torch.randint(0, p - length + 1, (b, spans), generator=generator)
     offsets = torch.arange(p)
     in_time = ((offsets >= starts[..., None]) & (offsets < starts[..., None] + length)).any(1)  # [B, P]
-    tail = torch.rand(b, generator=generator) < tail_prob
-    in_time = torch.where(tail[:, None], offsets >= p - max(1, round(ratio * p)), in_time)
     subset = torch.rand(b, generator=generator) < channel_subset_prob
     pick = torch.rand(b, c, generator=generator) < 0.5
     if c > 1:  # a proper, non-empty subset: force one channel in and another out
@@ -43,6 +41,8 @@ def sample_span_mask(
         pick.scatter_(1, order[:, :1], True)
         pick.scatter_(1, order[:, 1:2], False)
     channels = torch.where(subset[:, None], pick, torch.ones_like(pick))  # [B, C]
+    tail = torch.rand(b, generator=generator) < tail_prob  # drawn last: other draws do not depend on it
+    in_time = torch.where(tail[:, None], offsets >= p - max(1, round(ratio * p)), in_time)
     target = in_time[:, None, :] & channels[:, :, None]
     target = target.to(patch_observed.device) & patch_observed
     has_context = (patch_observed & ~target).flatten(1).any(1)
