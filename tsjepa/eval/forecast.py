@@ -142,7 +142,7 @@ def run(cfg: DictConfig) -> Path:
     }
     # anti-collapse evidence beside the errors: effective rank / isotropy of test token embeddings
     health = {model: embedding_health(enc["test"], cfg.seed) for model, enc in encoded.items()}
-    rows_out, examples, finetune_logs = [], {}, {}
+    rows_out, examples, finetune_logs, penalties = [], {}, {}, {}
     for horizon in horizons:
         split_windows = {split: windows(split, horizon, stride[split]) for split in base}
         n = {split: len(w) for split, w in split_windows.items()}
@@ -156,14 +156,15 @@ def run(cfg: DictConfig) -> Path:
         preds = {}  # (model, mode) -> [(N C), H]
         for model, features in BASELINE_FEATURES.items():
             x = {s: features(v[0]) for s, v in raw.items()}
-            preds[model, "supervised"] = fit_head(x, {s: v[1] for s, v in raw.items()}, keep, alphas)(
-                x["test"]).float()
+            ridge = fit_head(x, {s: v[1] for s, v in raw.items()}, keep, alphas)
+            preds[model, "supervised"], penalties[f"{model}/{horizon}"] = ridge(x["test"]).float(), ridge.alpha
         preds["seasonal-naive", "naive"] = seasonal_naive(raw["test"][0], horizon, card.protocol["season"])
         for model, enc in encoded.items():
             part = {s: EncoderOutput(*(t[: n[s]] for t in (o.embeddings, o.patch_observed, o.loc, o.scale)))
                     for s, o in enc.items()}
             head = fit_head({s: probe_features(o) for s, o in part.items()},
                             {s: normalise(full[s].target, o) for s, o in part.items()}, keep, alphas)
+            penalties[f"{model}/{horizon}"] = head.alpha
             test = part["test"]
             pred = rearrange(head(probe_features(test)).float(), "(n c) h -> n c h", n=n["test"])
             preds[model, "probe"] = rearrange(pred * test.scale[..., None] + test.loc[..., None],
@@ -199,7 +200,7 @@ def run(cfg: DictConfig) -> Path:
         wall_s=time.time() - start,
         extra={"ckpt": str(cfg.ckpt), "lookback": lookback, "pretrain_step": pretrained.step,
                "fit_stride": {s: stride[s] for s in ("train", "val")},
-               "finetune": finetune_logs},
+               "ridge_alpha": penalties, "finetune": finetune_logs},
         notes=(f"Frozen encoder + ridge head per horizon (penalty chosen on val); lookback {lookback}; "
                "all test windows, stride 1; MSE/MAE on train-standardised values (observed targets only); "
                f"ridge heads fit on train windows with stride {stride['train']}, penalty chosen on val windows "
