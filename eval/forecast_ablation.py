@@ -56,8 +56,8 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
 
 
-def variant(name: str) -> dict | None:
-    """Pretrain and evaluate one variant (skipping finished work); returns its evaluation record."""
+def variant(name: str) -> None:
+    """Pretrain and evaluate one variant, skipping finished work."""
     _, _, overrides = VARIANTS[name]
     run_dir, out_dir = RUNS / name, RUNS / name / "eval"
     ckpt = run_dir / "checkpoints" / "last"
@@ -68,12 +68,11 @@ def variant(name: str) -> dict | None:
         data = [o for o in overrides if o.startswith("data.")]
         run([sys.executable, "-m", "tsjepa.eval", "forecast", f"ckpt={ckpt}", f"out_dir={out_dir}",
              "eval.random_baseline=false", *data])
-    return json.loads(result.read_text())
 
 
 def collect() -> tuple[list[dict], dict, str]:
     """Rows of every finished variant, in VARIANTS order, the configurations they ran, and their device."""
-    rows, runs, device = [], {}, "none"
+    rows, runs, device, reference = [], {}, "none", None
     for name, (group, what, overrides) in VARIANTS.items():
         result = RUNS / name / "eval" / "forecast" / "etth1.json"
         if not result.exists():
@@ -85,7 +84,8 @@ def collect() -> tuple[list[dict], dict, str]:
         for row in record["rows"]:
             if row["model"] == "tsjepa":
                 rows.append({"model": "tsjepa", "variant": name, "group": group, **row})
-    reference = next((r for r in record["rows"] if r["model"] == "linear" and r["horizon"] == "avg"), None)
+            elif row["model"] == "linear" and row["horizon"] == "avg":
+                reference = row  # the same windows in every variant's run
     return rows + ([{"variant": "-", "group": "reference", **reference}] if reference else []), runs, device
 
 

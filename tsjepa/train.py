@@ -69,14 +69,14 @@ def pretraining_windows(cfg: DictConfig) -> tuple[list[Windows], ChannelVocab]:
     """Train-split windows (no val/test rows) of every dataset in ``cfg.data.datasets``, and their vocabulary."""
     series = [load_dataset(name, cfg.data.dir) for name in cfg.data.datasets]
     cards = [load_card(name) for name in cfg.data.datasets]
+    keys = [card.channel_keys(ts.channels) for ts, card in zip(series, cards, strict=True)]
     vocab = ChannelVocab(capacity=cfg.model.encoder.channel_capacity)
-    for ts, card in zip(series, cards, strict=True):
-        vocab.extend(card.channel_keys(ts.channels))
+    for names in keys:
+        vocab.extend(names)
     windows = []
-    for ts, card in zip(series, cards, strict=True):
+    for ts, card, names in zip(series, cards, keys, strict=True):
         train_rows = split_rows(card, len(ts), cfg.data.lookback)["train"]
-        windows.append(Windows(ts, train_rows, cfg.data.lookback, 0, vocab.ids(card.channel_keys(ts.channels)),
-                               fit_scaler(ts, train_rows)))
+        windows.append(Windows(ts, train_rows, cfg.data.lookback, 0, vocab.ids(names), fit_scaler(ts, train_rows)))
     spans = {w.span for w in windows}
     if len(spans) > 1:
         raise ValueError(f"datasets give different window spans {spans}; use one time unit per patch")

@@ -143,6 +143,7 @@ def run(cfg: DictConfig) -> Path:
     # anti-collapse evidence beside the errors: effective rank / isotropy of test token embeddings
     health = {model: embedding_health(enc["test"], cfg.seed) for model, enc in encoded.items()}
     rows_out, examples, finetune_logs, penalties = [], {}, {}, {}
+    alphas = list(cfg.eval.alphas)
     for horizon in horizons:
         split_windows = {split: windows(split, horizon, stride[split]) for split in base}
         n = {split: len(w) for split, w in split_windows.items()}
@@ -152,7 +153,6 @@ def run(cfg: DictConfig) -> Path:
         # the raw-window linear model: features = lookback values (unobserved ones at the train mean, 0)
         raw = {s: (rearrange(b.values, "n c l -> (n c) l"), rearrange(b.target, "n c h -> (n c) h"))
                for s, b in full.items()}
-        alphas = list(cfg.eval.alphas)
         preds = {}  # (model, mode) -> [(N C), H]
         for model, features in BASELINE_FEATURES.items():
             x = {s: features(v[0]) for s, v in raw.items()}
