@@ -28,6 +28,7 @@ from tsjepa.checkpoint import (
     read_config,
     save_pretrained,
 )
+from tsjepa.data.records import ClippedScaler, RecordSet, RecordWindows
 from tsjepa.data.sources import load_card, load_dataset, split_rows
 from tsjepa.data.vocab import ChannelVocab
 from tsjepa.data.windows import Windows, fit_scaler
@@ -65,25 +66,32 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def pretraining_windows(cfg: DictConfig) -> tuple[list[Windows], ChannelVocab]:
-    """Train-split windows (no val/test rows) of every dataset in ``cfg.data.datasets``, and their vocabulary."""
-    series = [load_dataset(name, cfg.data.dir) for name in cfg.data.datasets]
+def pretraining_windows(cfg: DictConfig) -> tuple[list[Windows | RecordWindows], ChannelVocab]:
+    """Train-split windows (no val/test rows, no held-out records) of every dataset in ``cfg.data.datasets``,
+    and their vocabulary."""
+    loaded = [load_dataset(name, cfg.data.dir) for name in cfg.data.datasets]
     cards = [load_card(name) for name in cfg.data.datasets]
-    keys = [card.channel_keys(ts.channels) for ts, card in zip(series, cards, strict=True)]
+    keys = [card.channel_keys(data.channels) for data, card in zip(loaded, cards, strict=True)]
     vocab = ChannelVocab(capacity=cfg.model.encoder.channel_capacity)
     for names in keys:
         vocab.extend(names)
     windows = []
-    for ts, card, names in zip(series, cards, keys, strict=True):
-        train_rows = split_rows(card, len(ts), cfg.data.lookback)["train"]
-        windows.append(Windows(ts, train_rows, cfg.data.lookback, 0, vocab.ids(names), fit_scaler(ts, train_rows)))
+    for data, card, names in zip(loaded, cards, keys, strict=True):
+        if isinstance(data, RecordSet):
+            train = data.subset(data.split(cfg.data.fold, cfg.data.folds, cfg.data.fold_seed)[0])
+            scaler = ClippedScaler().fit(train.observations())
+            windows.append(RecordWindows(train, vocab.ids(names), scaler, card.protocol["span"]))
+        else:
+            train_rows = split_rows(card, len(data), cfg.data.lookback)["train"]
+            windows.append(Windows(data, train_rows, cfg.data.lookback, 0, vocab.ids(names),
+                                   fit_scaler(data, train_rows)))
     spans = {w.span for w in windows}
     if len(spans) > 1:
         raise ValueError(f"datasets give different window spans {spans}; use one time unit per patch")
     return windows, vocab
 
 
-def sample_batch(windows: list[Windows], batch_size: int, gen: torch.Generator, ddp: Distributed):
+def sample_batch(windows: list[Windows | RecordWindows], batch_size: int, gen: torch.Generator, ddp: Distributed):
     """Pick a dataset (proportional to its windows) and ``batch_size`` windows from this rank's shard."""
     sizes = torch.tensor([len(w) for w in windows], dtype=torch.float)
     source = windows[int(torch.multinomial(sizes, 1, generator=gen))]

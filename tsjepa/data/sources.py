@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tarfile
 import tempfile
 import urllib.request
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from tsjepa.data.records import RecordSet
 from tsjepa.data.timeseries import TimeSeries
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +36,7 @@ class DatasetError(RuntimeError):
 class DatasetCard:
     name: str
     file: str
-    url: str
+    url: str | list[str]
     sha256: str
     license: str
     format: str
@@ -43,6 +46,9 @@ class DatasetCard:
     missing_value: float | None = None  # a code in the file that means "not observed"
     time_from_rows: bool = False  # rows are consecutive steps whatever the timestamps say (standard protocol)
     channel_namespace: str | None = None  # channels of cards sharing it are the same sensors; default: name
+    tree: bool = False  # ``file`` is a folder, checksummed by `tree_sha256`
+    channels: tuple[str, ...] = ()  # for record datasets: the time-varying channels, in order
+    static: tuple[str, ...] = ()  # for record datasets: the static descriptors
 
     def channel_keys(self, channels: list[str]) -> list[str]:
         """Vocabulary keys of this dataset's channels, ``namespace/channel``: 'OT' of ETTh1 and 'OT' of
@@ -57,7 +63,8 @@ def load_card(name: str) -> DatasetCard:
         raise DatasetError(f"unknown dataset {name!r}; cards exist for {known}")
     raw = yaml.safe_load(path.read_text())
     fields = DatasetCard.__dataclass_fields__
-    return DatasetCard(**{k: v for k, v in raw.items() if k in fields})
+    raw = {k: tuple(v) if k in ("channels", "static") else v for k, v in raw.items() if k in fields}
+    return DatasetCard(**raw)
 
 
 def data_dir(configured: str | os.PathLike | None = None) -> Path:
@@ -74,25 +81,50 @@ def sha256sum(path: Path) -> str:
     return digest.hexdigest()
 
 
+def tree_sha256(path: Path) -> str:
+    """sha256 of a directory: of the sorted lines ``<relative path> <file sha256>`` of every file in it."""
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    lines = "".join(f"{p.relative_to(path).as_posix()} {sha256sum(p)}\n" for p in files)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _download(url: str, folder: Path, timeout: float) -> Path:
+    """Fetch ``url`` into ``folder``; a ``.tar.gz`` is unpacked there. Returns the file or folder."""
+    target = folder / url.rstrip("/").rsplit("/", 1)[-1]
+    with urllib.request.urlopen(url, timeout=timeout) as response, open(target, "wb") as out:
+        shutil.copyfileobj(response, out)
+    if target.name.endswith(".tar.gz"):
+        with tarfile.open(target) as archive:
+            archive.extractall(folder, filter="data")
+        target.unlink()
+    return target
+
+
 def fetch(card: DatasetCard, root: Path, timeout: float = 30.0) -> Path:
-    """Path of the card's file under ``root``, downloaded from ``card.url`` if missing; checksum verified."""
+    """Path of the card's file (or folder, for a card with ``tree: true``) under ``root``, downloaded from
+    ``card.url`` (a list of files and ``.tar.gz`` archives for a folder) if missing; checksum verified."""
     path = root / card.file
+    checksum = tree_sha256 if card.tree else sha256sum
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        urls = [card.url] if isinstance(card.url, str) else list(card.url)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
-            with urllib.request.urlopen(card.url, timeout=timeout) as response:
-                with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
-                    tmp.write(response.read())
+            for url in urls:
+                _download(url, staging, timeout)
         except OSError as err:
+            shutil.rmtree(staging, ignore_errors=True)
             raise DatasetError(
-                f"{card.name}: {path} is missing and the download from {card.url} failed ({err}). "
-                f"Put the file there, or point data.dir / ${DATA_DIR_ENV} at a folder that has it."
+                f"{card.name}: {path} is missing and the download from {urls} failed ({err}). "
+                f"Put the data there, or point data.dir / ${DATA_DIR_ENV} at a folder that has it."
             ) from err
-        if sha256sum(Path(tmp.name)) != card.sha256:
-            Path(tmp.name).unlink()
-            raise DatasetError(f"{card.name}: downloaded file from {card.url} fails its sha256 check")
-        os.replace(tmp.name, path)
-    actual = sha256sum(path)
+        fetched = staging if card.tree else staging / urls[0].rstrip("/").rsplit("/", 1)[-1]
+        if checksum(fetched) != card.sha256:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise DatasetError(f"{card.name}: data downloaded from {urls} fails its sha256 check")
+        os.replace(fetched, path)
+        shutil.rmtree(staging, ignore_errors=True)
+    actual = checksum(path)
     if actual != card.sha256:
         raise DatasetError(
             f"{card.name}: {path} is corrupt or a different version (sha256 {actual}, card says {card.sha256})"
@@ -110,11 +142,58 @@ def _load_wide_csv(path: Path, card: DatasetCard) -> TimeSeries:
     return TimeSeries.from_wide(frame, step=card.freq, name=card.name)
 
 
-LOADERS = {"wide_csv": _load_wide_csv}
+def _load_physionet(path: Path, card: DatasetCard) -> RecordSet:
+    """PhysioNet/CinC 2012: one ``Time,Parameter,Value`` file per ICU stay, times ``HH:MM`` since admission.
+
+    Every observation keeps its own time (hours, float); the first ``00:00`` value of each static descriptor
+    is metadata, later rows of the same name (e.g. ``Weight``) are observations. ``missing_value`` (-1) is a
+    placeholder for "not measured", in static descriptors and observations alike. Stays without a single
+    time-varying observation are left out (three in set-a).
+    """
+    protocol, index = card.protocol, {c: i for i, c in enumerate(card.channels)}
+    outcomes = pd.read_csv(path / protocol["outcomes"]).set_index("RecordID")
+    files = sorted((path / protocol["records"]).glob("*.txt"))
+    times, values, static, ids = [], [], [], []
+    for file in files:
+        rows = [line.split(",") for line in file.read_text().splitlines()[1:] if line]
+        descriptors: dict[str, float] = {}
+        stamps, cols, vals = [], [], []
+        for stamp, parameter, value in rows:
+            hours, minutes = stamp.split(":")
+            t = int(hours) + int(minutes) / 60
+            if t == 0 and parameter in card.static and parameter not in descriptors:
+                descriptors[parameter] = float(value)
+            elif parameter in index:
+                stamps.append(t), cols.append(index[parameter]), vals.append(float(value))
+            elif parameter not in card.static:
+                raise DatasetError(f"{file}: unknown parameter {parameter!r} (card channels: {card.channels})")
+        vals = np.array(vals, dtype=np.float32)
+        vals[vals == card.missing_value] = np.nan
+        grid, row = np.unique(np.array(stamps, dtype=np.float64), return_inverse=True)
+        dense = np.full((len(grid), len(card.channels)), np.nan, dtype=np.float32)
+        dense[row, np.array(cols, dtype=np.int64)] = vals  # a repeated (time, parameter): the last value
+        keep = ~np.isnan(dense).all(1)
+        if not keep.any():  # a stay with descriptors only: nothing to encode (see the card)
+            continue
+        times.append(grid[keep]), values.append(dense[keep])
+        static.append([descriptors.get(k, np.nan) for k in card.static])
+        ids.append(int(descriptors["RecordID"]))
+    static = np.array(static, dtype=np.float32)
+    static[static == card.missing_value] = np.nan
+    ids = np.array(ids, dtype=np.int64)
+    missing = sorted(set(ids) - set(outcomes.index))
+    if missing:
+        raise DatasetError(f"{card.name}: records {missing[:5]} have no outcome in {protocol['outcomes']}")
+    labels = outcomes.loc[ids, protocol["label"]].to_numpy().astype(np.int64)
+    names = [k for k in card.static if k != "RecordID"]
+    return RecordSet(card.name, times, values, list(card.channels), static[:, 1:], names, labels, ids)
 
 
-def load_dataset(name: str, root: str | os.PathLike | None = None) -> TimeSeries:
-    """Load dataset ``name`` (a card in ``datasets/``) as a `TimeSeries`."""
+LOADERS = {"wide_csv": _load_wide_csv, "physionet2012": _load_physionet}
+
+
+def load_dataset(name: str, root: str | os.PathLike | None = None) -> TimeSeries | RecordSet:
+    """Load dataset ``name`` (a card in ``datasets/``): a `TimeSeries`, or a `RecordSet` for record data."""
     card = load_card(name)
     return LOADERS[card.format](fetch(card, data_dir(root)), card)
 

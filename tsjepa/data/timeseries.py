@@ -104,6 +104,81 @@ class TimeSeries:
             raise TimeSeriesError(f"non-numeric columns {bad}; every channel column must hold numbers")
         return cls(frame.to_numpy(), frame.index.to_numpy(), frame.columns, step=step, name=name)
 
+    @classmethod
+    def from_dataset(cls, data: xr.Dataset, step: str | None = None) -> TimeSeries:
+        """From an ``xr.Dataset`` with one data variable per channel, each over the dim ``time``."""
+        bad = [str(k) for k, v in data.data_vars.items() if v.dims != ("time",)]
+        if bad:
+            raise TimeSeriesError(f"data variables {bad} are not 1-D over 'time'; one variable per channel")
+        return cls.from_xarray(data.to_array("channel").transpose("time", "channel"), step=step)
+
+    @classmethod
+    def from_long(
+        cls,
+        frame: pd.DataFrame,
+        time: str = "timestamp",
+        channel: str = "channel",
+        value: str = "value",
+        channels: Sequence[str] | None = None,
+        step: str | None = None,
+        name: str = "series",
+    ) -> TimeSeries:
+        """From a long DataFrame, one row per observation ``(time, channel, value)``.
+
+        Each channel keeps its own timestamps (rows must be sorted by time within a channel, without
+        duplicates); the result is on the union of all timestamps with NaN where a channel was not observed.
+        ``channels``, when given, is the set of known channels: rows naming another channel are an error,
+        and the output's channels come in that order (a known channel with no row is all-NaN).
+        """
+        missing = [c for c in (time, channel, value) if c not in frame.columns]
+        if missing:
+            raise TimeSeriesError(f"long frame lacks column(s) {missing}; it has {list(frame.columns)}")
+        if not pd.api.types.is_numeric_dtype(frame[value]):
+            raise TimeSeriesError(f"column {value!r} must be numeric, got dtype {frame[value].dtype}")
+        names = list(dict.fromkeys(str(c) for c in frame[channel]))
+        if channels is not None:
+            unknown = sorted(set(names) - {str(c) for c in channels})
+            if unknown:
+                raise TimeSeriesError(f"unknown channel(s) {unknown}; expected only {list(channels)}")
+            names = [str(c) for c in channels]
+        keyed = frame.assign(**{channel: frame[channel].astype(str)})
+        for key, rows in keyed.groupby(channel, sort=False):
+            _check_increasing(rows[time].to_numpy(), f"channel {key!r}")
+        wide = keyed.pivot(index=time, columns=channel, values=value).sort_index()
+        return cls.from_wide(wide.reindex(columns=names), step=step, name=name)
+
+    @classmethod
+    def from_channels(
+        cls,
+        observations: dict[str, tuple[Sequence, Sequence]] | Sequence[tuple[Sequence, Sequence]],
+        channels: Sequence[str] | None = None,
+        step: str | None = None,
+        name: str = "series",
+        static: dict[str, float] | None = None,
+    ) -> TimeSeries:
+        """From per-channel ``(timestamps [T_c], values [T_c])`` pairs, each channel on its own clock: a dict
+        ``name -> pair``, or a list of pairs named by ``channels`` (default ``"0", "1", ...``)."""
+        if not isinstance(observations, dict):
+            names = [str(c) for c in channels] if channels is not None else [str(i) for i in range(len(observations))]
+            if len(names) != len(observations):
+                raise TimeSeriesError(f"{len(names)} channel names for {len(observations)} channels")
+            observations = dict(zip(names, observations, strict=True))
+        columns = {}
+        for key, (stamps, vals) in observations.items():
+            stamps, vals = np.asarray(stamps), np.asarray(vals)
+            if stamps.shape != vals.shape or stamps.ndim != 1:
+                raise TimeSeriesError(
+                    f"channel {key!r}: timestamps {stamps.shape} and values {vals.shape} must be equal-length 1-D"
+                )
+            if not np.issubdtype(vals.dtype, np.number):
+                raise TimeSeriesError(f"channel {key!r}: values must be numeric, got dtype {vals.dtype}")
+            _check_increasing(stamps, f"channel {key!r}")
+            columns[str(key)] = pd.Series(vals.astype(np.float64), index=stamps)
+        if not columns:
+            raise TimeSeriesError("no channels given")
+        wide = pd.DataFrame(columns).sort_index()
+        return cls(wide.to_numpy(), wide.index.to_numpy(), wide.columns, step=step, name=name, static=static)
+
     # ---------------------------------------------------------------- views
     @property
     def name(self) -> str:
@@ -137,3 +212,32 @@ class TimeSeries:
 
     def __repr__(self) -> str:
         return f"TimeSeries({self.name!r}, time={len(self)}, channels={self.channels})"
+
+
+def as_timeseries(data, step: str | None = None, name: str = "series", **long_format) -> TimeSeries:
+    """Any supported input as a `TimeSeries`.
+
+    Accepts a `TimeSeries`; an ``xr.DataArray`` (dims time x channel) or ``xr.Dataset`` (a variable per
+    channel); a wide ``pd.DataFrame`` (index = timestamps, a column per channel); a long ``pd.DataFrame``
+    with ``timestamp, channel, value`` columns (names overridable via ``long_format``, which also takes
+    ``channels``); or per-channel ``(timestamps, values)`` pairs, as a dict by channel name or a list
+    (names from ``channels=``).
+    """
+    if isinstance(data, TimeSeries):
+        return data
+    if isinstance(data, xr.DataArray):
+        return TimeSeries.from_xarray(data, step=step)
+    if isinstance(data, xr.Dataset):
+        return TimeSeries.from_dataset(data, step=step)
+    if isinstance(data, pd.DataFrame):
+        columns = (long_format.get("time", "timestamp"), long_format.get("channel", "channel"),
+                   long_format.get("value", "value"))
+        if set(columns) <= set(data.columns):
+            return TimeSeries.from_long(data, step=step, name=name, **long_format)
+        return TimeSeries.from_wide(data, step=step, name=name)
+    if isinstance(data, dict | list | tuple):
+        return TimeSeries.from_channels(data, long_format.get("channels"), step=step, name=name)
+    raise TimeSeriesError(
+        f"cannot make a time series from {type(data).__name__}; pass a DataFrame (wide or long), an xarray "
+        "DataArray/Dataset, or a dict channel -> (timestamps, values)"
+    )

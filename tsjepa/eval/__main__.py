@@ -9,7 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-TASKS = {"forecast": "tsjepa.eval.forecast"}
+TASKS = {"forecast": "tsjepa.eval.forecast", "classify": "tsjepa.eval.classify"}
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
 

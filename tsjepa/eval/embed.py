@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
+from tsjepa.data.records import RecordWindows
 from tsjepa.data.windows import Windows
 from tsjepa.models import Encoder, EncoderOutput
 
 
 @torch.no_grad()
-def encode_windows(encoder: Encoder, windows: Windows, index: torch.Tensor, batch_size: int = 256,
+def encode_windows(encoder: Encoder, windows: Windows | RecordWindows, index: torch.Tensor, batch_size: int = 256,
                    device: torch.device | str = "cpu", desc: str = "encode") -> EncoderOutput:
     """Encoder outputs of windows ``index`` ``[N]``, concatenated on the CPU (embeddings ``[N, C, P, D]``)."""
     encoder.eval()

@@ -1,0 +1,276 @@
+"""Outcome classification from irregular records: ``python -m tsjepa.eval classify ckpt=... data=physionet2012``.
+
+Protocol: stratified ``data.folds``-fold cross-validation over the records (in-hospital mortality for
+PhysioNet 2012); AUROC and AUPRC on each held-out fold, reported as mean and std over folds. Fold ``k`` is
+scored with an encoder pretrained without fold ``k``'s records: ``ckpt`` may contain ``{fold}``
+(``runs/physionet2012-fold{fold}-clinical-cpu-s0/checkpoints/last``), and a checkpoint whose pretraining
+data included the held-out records is refused. Every model sees the same folds:
+
+- ``tsjepa`` / ``probe``: frozen encoder; per channel the mean of its observed token embeddings (zeros and
+  a flag for a channel never observed), concatenated over channels with the static descriptors, then a
+  logistic regression (penalty chosen by inner cross-validation on the training folds);
+- ``tsjepa`` / ``finetune``: encoder + linear head trained end to end (binary cross-entropy, early stopping
+  on the AUROC of a stratified val part of the training folds);
+- ``random-init`` / ``probe``: the same architecture with random weights, frozen (what pretraining adds);
+- ``summary-stats`` / ``logistic`` and ``gradient-boosting``: per-channel count, mean, std, min, max, first
+  and last value plus the static descriptors, with logistic regression or scikit-learn's
+  HistGradientBoostingClassifier (the classical baseline).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from einops import rearrange  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: E402
+from sklearn.impute import SimpleImputer  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from tsjepa.checkpoint import Pretrained, from_pretrained  # noqa: E402
+from tsjepa.data.records import ClippedScaler, RecordSet, RecordWindows  # noqa: E402
+from tsjepa.data.sources import load_card, load_dataset  # noqa: E402
+from tsjepa.eval.embed import encode_windows  # noqa: E402
+from tsjepa.models import Encoder, EncoderOutput  # noqa: E402
+from tsjepa.results import device_description, write_results  # noqa: E402
+from tsjepa.train import resolve_device  # noqa: E402
+
+
+def channel_pool(embeddings: Tensor, patch_observed: Tensor) -> Tensor:
+    """``[N, C, P, D]`` -> ``[N, C * (D + 1)]``: per channel the mean of its observed tokens and a flag
+    saying whether it was observed at all (a never-observed channel pools to zeros)."""
+    w = patch_observed[..., None].to(embeddings.dtype)
+    pooled = (embeddings * w).sum(2) / w.sum(2).clamp(min=1)  # [N, C, D]
+    seen = patch_observed.any(-1, keepdim=True).to(embeddings.dtype)  # [N, C, 1]
+    return rearrange(torch.cat([pooled, seen], -1), "n c f -> n (c f)")
+
+
+def summary_features(records: RecordSet) -> np.ndarray:
+    """``[N, C * 7 + S]``: per channel count, mean, std, min, max, first and last observed value (NaN when
+    the channel is never observed), then the static descriptors."""
+    rows = []
+    for values in records.values:
+        seen = ~np.isnan(values)
+        count = seen.sum(0)
+        with warnings.catch_warnings():  # all-NaN channels give NaN statistics, as intended
+            warnings.simplefilter("ignore", RuntimeWarning)
+            stats = [count, np.nanmean(values, 0), np.nanstd(values, 0), np.nanmin(values, 0), np.nanmax(values, 0)]
+        first = np.where(count > 0, values[seen.argmax(0), np.arange(values.shape[1])], np.nan)
+        last_row = len(values) - 1 - seen[::-1].argmax(0)
+        last = np.where(count > 0, values[last_row, np.arange(values.shape[1])], np.nan)
+        rows.append(np.concatenate([*stats, first, last]))
+    return np.concatenate([np.array(rows, dtype=np.float64), records.static], axis=1)
+
+
+def logistic(seed: int, cs: list[float]):
+    """Median imputation (+ missing indicators), standardisation, L2 logistic regression with the penalty
+    chosen by 3-fold inner cross-validation on AUROC."""
+    pipeline = make_pipeline(
+        SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+        StandardScaler(),
+        LogisticRegression(max_iter=3000, random_state=seed),
+    )
+    inner = StratifiedKFold(3, shuffle=True, random_state=seed)
+    return GridSearchCV(pipeline, {"logisticregression__C": cs}, cv=inner, scoring="roc_auc")
+
+
+def scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    return {"auroc": float(roc_auc_score(y, p)), "auc_pr": float(average_precision_score(y, p))}
+
+
+class Classifier(nn.Module):
+    """Encoder + a linear head on the channel-pooled embeddings and the (imputed, standardised) statics."""
+
+    def __init__(self, encoder: Encoder, n_channels: int, n_static: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(n_channels * (encoder.config.d_model + 1) + n_static, 1)
+
+    def forward(self, batch, static: Tensor) -> Tensor:
+        """Batch ``[B, C, T]`` and static ``[B, S]`` -> logits ``[B]``."""
+        out = self.encoder(batch)
+        return self.head(torch.cat([channel_pool(out.embeddings, out.patch_observed), static], -1))[:, 0]
+
+
+@torch.no_grad()
+def predict_proba(model: Classifier, windows: RecordWindows, static: Tensor, batch_size: int, device) -> np.ndarray:
+    model.eval()
+    logits = [model(windows.batch(i).to(device), static[i].to(device)).cpu()
+              for i in torch.arange(len(windows)).split(batch_size)]
+    return torch.sigmoid(torch.cat(logits)).numpy()
+
+
+def finetune_classifier(encoder: Encoder, train: RecordWindows, static: np.ndarray, labels: np.ndarray,
+                        cfg: DictConfig, seed: int, device, desc: str) -> tuple[Classifier, callable, dict]:
+    """Trains encoder + head on ``train`` (a stratified ``cfg.val_fraction`` held out for early stopping on
+    AUROC, checked every ``cfg.eval_every`` steps, ``cfg.patience`` checks without gain stop it). Returns
+    the best model, the static-feature transform it expects, and a log."""
+    index = np.arange(len(train))
+    fit_idx, val_idx = train_test_split(index, test_size=cfg.val_fraction, stratify=labels, random_state=seed)
+    prep = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler())
+    prep.fit(static[fit_idx])
+    static_t = torch.as_tensor(prep.transform(static), dtype=torch.float32)
+    y = torch.as_tensor(labels, dtype=torch.float32)
+    model = Classifier(encoder, len(train.channel_ids), static.shape[1]).to(device)
+    groups = [{"params": model.encoder.parameters(), "lr": cfg.lr},
+              {"params": model.head.parameters(), "lr": cfg.head_lr}]
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=((1 - y.mean()) / y.mean()).to(device))
+    gen = torch.Generator().manual_seed(seed)
+    val_windows = torch.as_tensor(val_idx)
+
+    def val_auroc() -> float:
+        model.eval()
+        with torch.no_grad():
+            logits = torch.cat([model(train.batch(i).to(device), static_t[i].to(device)).cpu()
+                                for i in val_windows.split(cfg.batch_size * 4)])
+        return float(roc_auc_score(labels[val_idx], logits.numpy()))
+
+    best, stale, step = (val_auroc(), copy.deepcopy(model.state_dict()), 0), 0, 0
+    initial = best[0]
+    progress = tqdm(range(1, cfg.max_steps + 1), desc=desc, leave=False, dynamic_ncols=True)
+    for step in progress:
+        model.train()
+        pick = torch.as_tensor(fit_idx)[torch.randint(len(fit_idx), (cfg.batch_size,), generator=gen)]
+        loss = loss_fn(model(train.batch(pick).to(device), static_t[pick].to(device)), y[pick].to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if step % cfg.eval_every == 0:
+            score = val_auroc()
+            progress.set_postfix(val_auroc=f"{score:.3f}", best=f"{best[0]:.3f}")
+            if score > best[0]:
+                best, stale = (score, copy.deepcopy(model.state_dict()), step), 0
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    break
+    model.load_state_dict(best[1])
+
+    def transform(s: np.ndarray) -> Tensor:
+        return torch.as_tensor(prep.transform(s), dtype=torch.float32)
+
+    return model, transform, {"initial_val_auroc": initial, "best_val_auroc": best[0], "best_step": best[2],
+                              "steps": step}
+
+
+def checked_checkpoint(template: str, fold: int, cfg: DictConfig, device) -> Pretrained:
+    """The checkpoint for ``fold``; refuses one whose pretraining read this fold's records."""
+    path = template.format(fold=fold)
+    pretrained = from_pretrained(path, map_location=device)
+    seen = pretrained.config.get("data", {})
+    if set(seen.get("datasets", [])) & set(cfg.data.datasets):
+        split = {k: seen.get(k) for k in ("fold", "folds", "fold_seed")}
+        wanted = {"fold": fold, "folds": cfg.data.folds, "fold_seed": cfg.data.fold_seed}
+        if split != wanted:
+            raise ValueError(
+                f"{path} was pretrained on {cfg.data.datasets} with held-out split {split}, so it has seen the "
+                f"records of fold {fold} (split {wanted}); pass ckpt=...fold{{fold}}... with one checkpoint "
+                "per fold, each pretrained with data.fold=<k>"
+            )
+    return pretrained
+
+
+def plot_folds(path: Path, per_fold: dict[str, list[dict]]) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    names = list(per_fold)
+    for ax, metric in zip(axes, ("auroc", "auc_pr"), strict=True):
+        for i, name in enumerate(names):
+            vals = [f[metric] for f in per_fold[name]]
+            ax.scatter(np.full(len(vals), i), vals, s=18, color="0.5")
+            ax.errorbar(i, np.mean(vals), yerr=np.std(vals), fmt="o", color="C0", capsize=4)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"{metric.upper()} per fold (mean ± std)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(cfg: DictConfig) -> Path:
+    start = time.time()
+    device = resolve_device(cfg.device)
+    (name,) = cfg.data.datasets
+    records, card = load_dataset(name, cfg.data.dir), load_card(name)
+    if not isinstance(records, RecordSet):
+        raise ValueError(f"classify needs a record dataset (e.g. physionet2012), got {name!r}")
+    summary = summary_features(records)
+    per_fold: dict[str, list[dict]] = {}
+    logs = []
+    folds = list(cfg.eval.folds) if cfg.eval.folds is not None else list(range(cfg.data.folds))
+    for fold in folds:
+        train_idx, test_idx = records.split(fold, cfg.data.folds, cfg.data.fold_seed)
+        y_train, y_test = records.labels[train_idx], records.labels[test_idx]
+        probs: dict[str, np.ndarray] = {}
+        for model_name, model in (("summary-stats/logistic", logistic(cfg.seed, list(cfg.eval.cs))),
+                                  ("summary-stats/gradient-boosting",
+                                   HistGradientBoostingClassifier(random_state=cfg.seed))):
+            model.fit(summary[train_idx], y_train)
+            probs[model_name] = model.predict_proba(summary[test_idx])[:, 1]
+        pretrained = checked_checkpoint(str(cfg.ckpt), fold, cfg, device)
+        ids = pretrained.vocab.ids(card.channel_keys(records.channels))
+        scaler = ClippedScaler().fit(records.subset(train_idx).observations())
+        windows = RecordWindows(records, ids, scaler, card.protocol["span"])
+        if abs(pretrained.encoder.config.span - windows.span) > 1e-6:
+            raise ValueError(f"checkpoint span {pretrained.encoder.config.span} != record span {windows.span}")
+        torch.manual_seed(cfg.seed + fold)
+        encoders = {"tsjepa": pretrained.encoder}
+        if cfg.eval.random_baseline:
+            encoders["random-init"] = Encoder(pretrained.encoder.config).to(device)
+        for model_name, encoder in encoders.items():
+            out: EncoderOutput = encode_windows(encoder, windows, torch.arange(len(windows)), cfg.eval.batch_size,
+                                                device, desc=f"fold {fold} {model_name}")
+            features = np.concatenate([channel_pool(out.embeddings, out.patch_observed).numpy(), records.static], 1)
+            probe = logistic(cfg.seed, list(cfg.eval.cs)).fit(features[train_idx], y_train)
+            probs[f"{model_name}/probe"] = probe.predict_proba(features[test_idx])[:, 1]
+        if "finetune" in cfg.eval.modes:
+            train_windows = RecordWindows(records.subset(train_idx), ids, scaler, card.protocol["span"])
+            test_windows = RecordWindows(records.subset(test_idx), ids, scaler, card.protocol["span"])
+            model, static_of, log = finetune_classifier(
+                copy.deepcopy(pretrained.encoder), train_windows, records.static[train_idx], y_train,
+                cfg.eval.finetune, cfg.seed + fold, device, desc=f"fold {fold} finetune")
+            probs["tsjepa/finetune"] = predict_proba(model, test_windows, static_of(records.static[test_idx]),
+                                                     cfg.eval.batch_size, device)
+            logs.append({"fold": fold, **log})
+        for key, p in probs.items():
+            per_fold.setdefault(key, []).append({"fold": fold, **scores(y_test, p)})
+        print(f"fold {fold}: " + "  ".join(f"{k} auroc={per_fold[k][-1]['auroc']:.3f}" for k in probs))
+    rows = []
+    for key, folds_scored in per_fold.items():
+        model, mode = key.split("/")
+        row = {"model": model, "mode": mode, "horizon": None}
+        for metric in ("auroc", "auc_pr"):
+            vals = [f[metric] for f in folds_scored]
+            row |= {metric: float(np.mean(vals)), f"{metric}_std": float(np.std(vals))}
+        rows.append(row | {"n_windows": len(records), "folds": len(folds_scored)})
+    out = write_results(
+        cfg.out_dir, "classify", name, rows, seed=cfg.seed, device=device_description(device),
+        wall_s=time.time() - start,
+        extra={"ckpt": str(cfg.ckpt), "label": card.protocol["label"], "folds": per_fold, "finetune": logs,
+               "fold_seed": cfg.data.fold_seed},
+        notes=(f"{card.protocol['label']} from the first {card.protocol['span']} h, {len(records)} stays, "
+               f"stratified {cfg.data.folds}-fold CV (seed {cfg.data.fold_seed}); mean and std over folds of "
+               "AUROC and AUC-PR on each held-out fold; `n_windows` = records scored (each once, in its test "
+               "fold). Fold k is scored with an encoder pretrained without fold k's stays. `probe`: frozen "
+               "encoder, channel-pooled embeddings + static descriptors, logistic regression; `finetune`: "
+               "encoder + linear head trained end to end; `random-init`: same architecture, random weights; "
+               "`summary-stats`: per-channel count/mean/std/min/max/first/last + statics."),
+    )
+    plot_folds(out.with_suffix(".png"), per_fold)
+    print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
+    return out
