@@ -147,7 +147,8 @@ def _load_physionet(path: Path, card: DatasetCard) -> RecordSet:
 
     Every observation keeps its own time (hours, float); the first ``00:00`` value of each static descriptor
     is metadata, later rows of the same name (e.g. ``Weight``) are observations. ``missing_value`` (-1) is a
-    placeholder for "not measured", in static descriptors and observations alike. Stays without a single
+    placeholder for "not measured", in static descriptors and observations alike; two values of one
+    parameter at the same minute are averaged. Stays without a single
     time-varying observation are left out (three in set-a).
     """
     protocol, index = card.protocol, {c: i for i, c in enumerate(card.channels)}
@@ -167,11 +168,16 @@ def _load_physionet(path: Path, card: DatasetCard) -> RecordSet:
                 stamps.append(t), cols.append(index[parameter]), vals.append(float(value))
             elif parameter not in card.static:
                 raise DatasetError(f"{file}: unknown parameter {parameter!r} (card channels: {card.channels})")
-        vals = np.array(vals, dtype=np.float32)
-        vals[vals == card.missing_value] = np.nan
+        vals = np.array(vals, dtype=np.float64)
+        seen = vals != card.missing_value
         grid, row = np.unique(np.array(stamps, dtype=np.float64), return_inverse=True)
-        dense = np.full((len(grid), len(card.channels)), np.nan, dtype=np.float32)
-        dense[row, np.array(cols, dtype=np.int64)] = vals  # a repeated (time, parameter): the last value
+        cols = np.array(cols, dtype=np.int64)
+        total = np.zeros((len(grid), len(card.channels)))
+        count = np.zeros((len(grid), len(card.channels)))
+        np.add.at(total, (row[seen], cols[seen]), vals[seen])
+        np.add.at(count, (row[seen], cols[seen]), 1)
+        with np.errstate(invalid="ignore"):  # a repeated (time, parameter) is averaged, as in mTAND/Latent ODE
+            dense = (total / count).astype(np.float32)
         keep = ~np.isnan(dense).all(1)
         if not keep.any():  # a stay with descriptors only: nothing to encode (see the card)
             continue

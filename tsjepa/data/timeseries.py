@@ -185,6 +185,11 @@ class TimeSeries:
         return self.data.attrs["name"]
 
     @property
+    def static(self) -> dict[str, float]:
+        """Per-series metadata (e.g. a patient's age); NaN = missing."""
+        return self.data.attrs["static"]
+
+    @property
     def channels(self) -> list[str]:
         return [str(c) for c in self.data["channel"].values]
 

@@ -26,6 +26,8 @@ class Windows:
         series: the whole series; ``rows = (start, end)`` restricts windows (lookback and target) to it.
         channel_ids: ``[C]`` vocabulary ids of ``series.channels``.
         scaler: applied to values (fit on train only); None keeps raw values.
+        hidden: ``[T, C]`` bool, observations withheld from lookbacks (targets keep them), e.g. to make a
+            regular series irregular per channel (`drop_observations`).
     """
 
     def __init__(
@@ -37,6 +39,7 @@ class Windows:
         channel_ids: np.ndarray,
         scaler: StandardScaler | None = None,
         stride: int = 1,
+        hidden: np.ndarray | None = None,
     ) -> None:
         start, end = rows
         values = series.values if scaler is None else scaler.transform(series.values)
@@ -44,6 +47,7 @@ class Windows:
         times = series.times
         self.dt = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
         self.times = torch.from_numpy(times)  # [T] float64: exact before subtraction
+        self.hidden = None if hidden is None else torch.from_numpy(np.ascontiguousarray(hidden.T))  # [C, T]
         self.channel_ids = torch.as_tensor(channel_ids, dtype=torch.long)
         self.lookback, self.horizon = lookback, horizon
         count = (end - start - lookback - horizon) // stride + 1
@@ -68,6 +72,8 @@ class Windows:
         times = (self.times[past] - end_time[:, None]).float()  # [B, L]
         values = self.values[:, past].permute(1, 0, 2)  # [B, C, L]
         observed = ~torch.isnan(values)
+        if self.hidden is not None:
+            observed &= ~self.hidden[:, past].permute(1, 0, 2)
         n_channels = values.shape[1]
         batch = Batch(
             values=values.nan_to_num(0.0),
@@ -80,3 +86,12 @@ class Windows:
             batch.target_observed = ~torch.isnan(future)
             batch.target = future.nan_to_num(0.0)
         return batch
+
+
+def drop_observations(series: TimeSeries, fraction: float, seed: int) -> np.ndarray:
+    """``[T, C]`` bool: each observation withheld independently with probability ``fraction`` (per channel,
+    fixed ``seed``), so every channel keeps its own irregular subset of time stamps."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"drop fraction must lie in [0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    return (rng.random(series.values.shape) < fraction) & series.observed

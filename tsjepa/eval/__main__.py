@@ -9,7 +9,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-TASKS = {"forecast": "tsjepa.eval.forecast", "classify": "tsjepa.eval.classify"}
+TASKS = {"forecast": "tsjepa.eval.forecast", "classify": "tsjepa.eval.classify",
+         "irregular": "tsjepa.eval.irregular",
+         "channels": "tsjepa.eval.channels"}
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from tqdm import tqdm
 
+from tsjepa.data.batch import Batch
 from tsjepa.data.records import RecordWindows
 from tsjepa.data.windows import Windows
 from tsjepa.models import Encoder, EncoderOutput
@@ -12,12 +15,14 @@ from tsjepa.models import Encoder, EncoderOutput
 
 @torch.no_grad()
 def encode_windows(encoder: Encoder, windows: Windows | RecordWindows, index: torch.Tensor, batch_size: int = 256,
-                   device: torch.device | str = "cpu", desc: str = "encode") -> EncoderOutput:
-    """Encoder outputs of windows ``index`` ``[N]``, concatenated on the CPU (embeddings ``[N, C, P, D]``)."""
+                   device: torch.device | str = "cpu", desc: str = "encode",
+                   transform: Callable[[Batch], Batch] | None = None) -> EncoderOutput:
+    """Encoder outputs of windows ``index`` ``[N]``, concatenated on the CPU (embeddings ``[N, C, P, D]``).
+    ``transform`` edits each batch before encoding (e.g. permuting or dropping channels)."""
     encoder.eval()
     parts = []
     for chunk in tqdm(index.split(batch_size), desc=desc, leave=False, dynamic_ncols=True):
-        batch = windows.batch(chunk)
+        batch = windows.batch(chunk) if transform is None else transform(windows.batch(chunk))
         batch.validate(windows.span)
         out = encoder(batch.to(device))
         parts.append([t.cpu() for t in (out.embeddings, out.patch_observed, out.loc, out.scale)])

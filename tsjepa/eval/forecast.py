@@ -74,6 +74,20 @@ def fit_head(x: dict[str, torch.Tensor], y: dict[str, torch.Tensor], keep: dict[
                      y["val"][keep["val"]], alphas)
 
 
+def fit_probe(encoded: dict[str, EncoderOutput], target: dict[str, torch.Tensor], keep: dict[str, torch.Tensor],
+              alphas: list[float]) -> Ridge:
+    """Ridge head from a channel's tokens to its instance-normalised future, per split ``encoded[s]``
+    (``[N, C, P, D]``) and ``target[s]`` ``[N, C, H]``; fit on "train", penalty chosen on "val"."""
+    return fit_head({s: probe_features(o) for s, o in encoded.items()},
+                    {s: normalise(target[s], o) for s, o in encoded.items()}, keep, alphas)
+
+
+def probe_predict(head: Ridge, out: EncoderOutput) -> torch.Tensor:
+    """Forecasts ``[N, C, H]`` in data units (the window's loc/scale added back)."""
+    pred = rearrange(head(probe_features(out)).float(), "(n c) h -> n c h", n=out.embeddings.shape[0])
+    return pred * out.scale[..., None] + out.loc[..., None]
+
+
 def fit_stride(n_windows: int, n_channels: int, max_rows: int) -> int:
     """Stride over windows that keeps at most ``max_rows`` (window, channel) rows for fitting ridge heads."""
     return max(1, math.ceil(n_windows * n_channels / max_rows))
@@ -162,13 +176,9 @@ def run(cfg: DictConfig) -> Path:
         for model, enc in encoded.items():
             part = {s: EncoderOutput(*(t[: n[s]] for t in (o.embeddings, o.patch_observed, o.loc, o.scale)))
                     for s, o in enc.items()}
-            head = fit_head({s: probe_features(o) for s, o in part.items()},
-                            {s: normalise(full[s].target, o) for s, o in part.items()}, keep, alphas)
+            head = fit_probe(part, {s: b.target for s, b in full.items()}, keep, alphas)
             penalties[f"{model}/{horizon}"] = head.alpha
-            test = part["test"]
-            pred = rearrange(head(probe_features(test)).float(), "(n c) h -> n c h", n=n["test"])
-            preds[model, "probe"] = rearrange(pred * test.scale[..., None] + test.loc[..., None],
-                                              "n c h -> (n c) h")
+            preds[model, "probe"] = rearrange(probe_predict(head, part["test"]), "n c h -> (n c) h")
             if "finetune" in cfg.eval.modes:
                 tuned, log = finetune(
                     ForecastModel(copy.deepcopy(encoders[model]), head), windows("train", horizon),
