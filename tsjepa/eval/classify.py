@@ -2,8 +2,8 @@
 
 Protocol: stratified ``data.folds``-fold cross-validation over the records (in-hospital mortality for
 PhysioNet 2012); AUROC and AUPRC on each held-out fold, reported as mean and std over folds. Fold ``k`` is
-scored with an encoder pretrained without fold ``k``'s records: ``ckpt`` may contain ``{fold}``
-(``runs/physionet2012-fold{fold}-clinical-cpu-s0/checkpoints/last``), and a checkpoint whose pretraining
+scored with an encoder pretrained without fold ``k``'s records: a ``*`` in ``ckpt`` stands for the fold
+number (``runs/physionet2012-fold*-clinical-cpu-s0/checkpoints/last``), and a checkpoint whose pretraining
 data included the held-out records is refused. Every model sees the same folds:
 
 - ``tsjepa`` / ``probe``: frozen encoder; per channel the mean of its observed token embeddings (zeros and
@@ -171,8 +171,9 @@ def finetune_classifier(encoder: Encoder, train: RecordWindows, static: np.ndarr
 
 
 def checked_checkpoint(template: str, fold: int, cfg: DictConfig, device) -> Pretrained:
-    """The checkpoint for ``fold``; refuses one whose pretraining read this fold's records."""
-    path = template.format(fold=fold)
+    """The checkpoint for ``fold`` (``*`` in ``template`` = the fold number); refuses one whose pretraining
+    read this fold's records."""
+    path = template.replace("*", str(fold))
     pretrained = from_pretrained(path, map_location=device)
     seen = pretrained.config.get("data", {})
     if set(seen.get("datasets", [])) & set(cfg.data.datasets):
@@ -181,8 +182,8 @@ def checked_checkpoint(template: str, fold: int, cfg: DictConfig, device) -> Pre
         if split != wanted:
             raise ValueError(
                 f"{path} was pretrained on {cfg.data.datasets} with held-out split {split}, so it has seen the "
-                f"records of fold {fold} (split {wanted}); pass ckpt=...fold{{fold}}... with one checkpoint "
-                "per fold, each pretrained with data.fold=<k>"
+                f"records of fold {fold} (split {wanted}); pass ckpt=...fold*... ('*' = the fold number) with "
+                "one checkpoint per fold, each pretrained with data.fold=<k>"
             )
     return pretrained
 
