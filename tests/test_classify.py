@@ -41,7 +41,10 @@ def test_classify_protocol_and_leak_guard(fold0_checkpoint, tmp_path):
                  "eval.finetune.max_steps=2", "eval.finetune.eval_every=1", "eval.finetune.batch_size=8"]
     with pytest.raises(ValueError, match="has seen the records of fold 1"):
         classify.run(compose_config("eval", [*overrides, f"ckpt={fold0_checkpoint}", "eval.folds=[1]"]))
-    path = classify.run(compose_config("eval", [*overrides, f"ckpt={fold0_checkpoint}", "eval.folds=[0]"]))
+    run_dir = fold0_checkpoint.parents[1]  # pytest's tmp folder "physionet0": its last digit as the fold
+    assert run_dir.name.endswith("0")
+    template = f"{run_dir.parent / run_dir.name[:-1]}*/checkpoints/last"  # '*' = the fold number
+    path = classify.run(compose_config("eval", [*overrides, f"ckpt={template}", "eval.folds=[0]"]))
     record = json.loads(path.read_text())
     assert record["task"] == "classify" and record["dataset"] == "physionet2012"
     rows = {(r["model"], r["mode"]): r for r in record["rows"]}
