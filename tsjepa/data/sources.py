@@ -115,13 +115,13 @@ def fetch(card: DatasetCard, root: Path, timeout: float = 30.0) -> Path:
         except OSError as err:
             shutil.rmtree(staging, ignore_errors=True)
             raise DatasetError(
-                f"{card.name}: {path} is missing and the download from {urls} failed ({err}). "
+                f"{card.name}: {path} is missing and the download from {', '.join(urls)} failed ({err}). "
                 f"Put the data there, or point data.dir / ${DATA_DIR_ENV} at a folder that has it."
             ) from err
         fetched = staging if card.tree else staging / urls[0].rstrip("/").rsplit("/", 1)[-1]
         if checksum(fetched) != card.sha256:
             shutil.rmtree(staging, ignore_errors=True)
-            raise DatasetError(f"{card.name}: data downloaded from {urls} fails its sha256 check")
+            raise DatasetError(f"{card.name}: data downloaded from {', '.join(urls)} fails its sha256 check")
         os.replace(fetched, path)
         shutil.rmtree(staging, ignore_errors=True)
     actual = checksum(path)
