@@ -136,3 +136,22 @@ def test_dropped_observations_make_each_channel_irregular(shared_data):
     assert 0.45 < kept < 0.55
     assert not (b.observed[:, 0] == b.observed[:, 1]).all()  # channels lose different time stamps
     torch.testing.assert_close(a.values[b.observed], b.values[b.observed])
+
+
+def test_folder_datasets_are_checksummed_and_fetched_only_when_missing(shared_data, tmp_path):
+    from tsjepa.data.sources import DatasetError, fetch, tree_sha256
+
+    card = load_card("physionet2012")
+    assert card.tree and fetch(card, shared_data) == shared_data / "physionet2012"
+    folder = tmp_path / "physionet2012"
+    (folder / "set-a").mkdir(parents=True)
+    (folder / "set-a" / "1.txt").write_text("Time,Parameter,Value\n")
+    before = tree_sha256(folder)
+    (folder / "set-a" / "1.txt").write_text("Time,Parameter,Value\n00:00,HR,1\n")
+    assert tree_sha256(folder) != before
+    with pytest.raises(DatasetError, match="corrupt or a different version"):
+        fetch(card, tmp_path)
+    offline = card.__class__(**{**card.__dict__, "url": ["http://127.0.0.1:9/set-a.tar.gz"]})
+    with pytest.raises(DatasetError, match=r"missing and the download from http://127.0.0.1:9/set-a.tar.gz failed"):
+        fetch(offline, tmp_path / "empty")
+    assert not (tmp_path / "empty" / "physionet2012").exists()  # nothing half-written
