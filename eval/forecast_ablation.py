@@ -26,7 +26,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tsjepa.results import write_results  # noqa: E402
+from tsjepa.results import save_figure, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "ablation-etth1"
@@ -105,9 +105,7 @@ def plot(rows: list[dict], path: Path) -> None:
     bx.set_xlabel("effective rank of test token embeddings (of d_model)")
     ax.invert_yaxis()
     fig.suptitle("Pretraining ablations (blue) and tuning (orange), frozen encoder + ridge head", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

@@ -63,6 +63,16 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def save_figure(fig, path: Path) -> None:
+    """Lay out, write (PNG, 110 dpi) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_results(out_dir: str | os.PathLike, task: str, dataset: str, rows: list[dict], *, seed: int,
                   device: str, wall_s: float, extra: dict | None = None, notes: str = "") -> Path:
     """Write ``<out_dir>/<task>/<dataset>.json`` and ``.md``; returns the JSON path."""

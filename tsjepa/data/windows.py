@@ -16,6 +16,12 @@ def fit_scaler(series: TimeSeries, rows: tuple[int, int]) -> StandardScaler:
     return StandardScaler().fit(series.values[start:end])
 
 
+def count_windows(rows: tuple[int, int], lookback: int, horizon: int, stride: int = 1) -> int:
+    """How many windows (lookback + horizon rows, origins every ``stride`` rows) fit in ``rows``."""
+    start, end = rows
+    return (end - start - lookback - horizon) // stride + 1
+
+
 class Windows:
     """Windows of ``lookback`` rows followed by ``horizon`` target rows, origins every ``stride`` rows.
 
@@ -50,7 +56,7 @@ class Windows:
         self.hidden = None if hidden is None else torch.from_numpy(np.ascontiguousarray(hidden.T))  # [C, T]
         self.channel_ids = torch.as_tensor(channel_ids, dtype=torch.long)
         self.lookback, self.horizon = lookback, horizon
-        count = (end - start - lookback - horizon) // stride + 1
+        count = count_windows(rows, lookback, horizon, stride)
         if count < 1:
             raise ValueError(
                 f"rows [{start}, {end}) are too short for lookback {lookback} + horizon {horizon}"

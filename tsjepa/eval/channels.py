@@ -28,11 +28,9 @@ from einops import rearrange  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from tsjepa.checkpoint import from_pretrained  # noqa: E402
-from tsjepa.data.sources import load_card, load_dataset, split_rows  # noqa: E402
-from tsjepa.data.windows import Windows, fit_scaler  # noqa: E402
 from tsjepa.eval.embed import encode_windows  # noqa: E402
-from tsjepa.eval.forecast import check_span, fit_probe, fit_stride, probe_predict  # noqa: E402
-from tsjepa.results import device_description, write_results  # noqa: E402
+from tsjepa.eval.forecast import ForecastData, check_span, fit_probe, probe_predict  # noqa: E402
+from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
 from tsjepa.train import resolve_device  # noqa: E402
 
 
@@ -59,27 +57,20 @@ def plot_channels(path: Path, rows: list[dict]) -> None:
     ax.set_xticks(x.tolist(), [r["mode"].removeprefix("drop ") for r in drops], rotation=30, ha="right")
     ax.set_ylabel("test MSE on the other channels")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run(cfg: DictConfig) -> Path:
     start = time.time()
     device = resolve_device(cfg.device)
-    (name,) = cfg.data.datasets
     pretrained = from_pretrained(cfg.ckpt, map_location=device)
-    ts, card = load_dataset(name, cfg.data.dir), load_card(name)
-    lookback, horizon = cfg.data.lookback, cfg.eval.horizon
-    rows = split_rows(card, len(ts), lookback)
-    scaler = fit_scaler(ts, rows["train"])
-    ids = pretrained.vocab.ids(card.channel_keys(ts.channels))
-    n_channels = len(ids)
+    data = ForecastData.load(cfg, "channels", pretrained)
+    ts, name, lookback, horizon = data.series, data.card.name, data.lookback, cfg.eval.horizon
+    n_channels = len(data.ids)
     if n_channels < 2:
         raise ValueError(f"{name} has one channel; channel-identity checks need at least two")
-    stride = {s: fit_stride(len(Windows(ts, rows[s], lookback, horizon, ids, scaler)), n_channels,
-                            cfg.eval.max_fit_rows) for s in ("train", "val")} | {"test": 1}
-    windows = {s: Windows(ts, rows[s], lookback, horizon, ids, scaler, stride[s]) for s in stride}
+    stride = data.strides(horizon, cfg.eval.max_fit_rows)
+    windows = {s: data.windows(s, horizon, stride[s]) for s in stride}
     check_span(pretrained.encoder, windows["train"], cfg.ckpt)
     encoder = pretrained.encoder
 

@@ -40,14 +40,15 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_sp
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 from tsjepa.checkpoint import Pretrained, from_pretrained  # noqa: E402
 from tsjepa.data.records import ClippedScaler, RecordSet, RecordWindows  # noqa: E402
 from tsjepa.data.sources import load_card, load_dataset  # noqa: E402
+from tsjepa.eval import single_dataset  # noqa: E402
 from tsjepa.eval.embed import encode_windows  # noqa: E402
+from tsjepa.eval.finetune import train_with_early_stopping  # noqa: E402
 from tsjepa.models import Encoder, EncoderOutput  # noqa: E402
-from tsjepa.results import device_description, write_results  # noqa: E402
+from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
 from tsjepa.train import resolve_device  # noqa: E402
 
 
@@ -108,18 +109,19 @@ class Classifier(nn.Module):
 
 
 @torch.no_grad()
-def predict_proba(model: Classifier, windows: RecordWindows, static: Tensor, batch_size: int, device) -> np.ndarray:
+def logits_of(model: Classifier, windows: RecordWindows, static: Tensor, batch_size: int, device,
+              index: Tensor | None = None) -> Tensor:
+    """Logits ``[N]`` of records ``index`` (default: all) of ``windows``; ``static`` ``[len(windows), S]``."""
     model.eval()
-    logits = [model(windows.batch(i).to(device), static[i].to(device)).cpu()
-              for i in torch.arange(len(windows)).split(batch_size)]
-    return torch.sigmoid(torch.cat(logits)).numpy()
+    index = torch.arange(len(windows)) if index is None else index
+    return torch.cat([model(windows.batch(i).to(device), static[i].to(device)).cpu() for i in index.split(batch_size)])
 
 
 def finetune_classifier(encoder: Encoder, train: RecordWindows, static: np.ndarray, labels: np.ndarray,
                         cfg: DictConfig, seed: int, device, desc: str) -> tuple[Classifier, callable, dict]:
-    """Trains encoder + head on ``train`` (a stratified ``cfg.val_fraction`` held out for early stopping on
-    AUROC, checked every ``cfg.eval_every`` steps, ``cfg.patience`` checks without gain stop it). Returns
-    the best model, the static-feature transform it expects, and a log."""
+    """Trains encoder + head on ``train`` with binary cross-entropy (positives weighted by the class ratio);
+    a stratified ``cfg.val_fraction`` is held out for early stopping on AUROC (`train_with_early_stopping`).
+    Returns the best model, the static-feature transform it expects, and a log."""
     index = np.arange(len(train))
     fit_idx, val_idx = train_test_split(index, test_size=cfg.val_fraction, stratify=labels, random_state=seed)
     prep = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler())
@@ -131,43 +133,23 @@ def finetune_classifier(encoder: Encoder, train: RecordWindows, static: np.ndarr
               {"params": model.head.parameters(), "lr": cfg.head_lr}]
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=((1 - y.mean()) / y.mean()).to(device))
-    gen = torch.Generator().manual_seed(seed)
-    val_windows = torch.as_tensor(val_idx)
+    fit_windows, val_windows = torch.as_tensor(fit_idx), torch.as_tensor(val_idx)
 
-    def val_auroc() -> float:
-        model.eval()
-        with torch.no_grad():
-            logits = torch.cat([model(train.batch(i).to(device), static_t[i].to(device)).cpu()
-                                for i in val_windows.split(cfg.batch_size * 4)])
+    def batch_loss(gen: torch.Generator) -> Tensor:
+        pick = fit_windows[torch.randint(len(fit_windows), (cfg.batch_size,), generator=gen)]
+        return loss_fn(model(train.batch(pick).to(device), static_t[pick].to(device)), y[pick].to(device))
+
+    def validate() -> float:
+        logits = logits_of(model, train, static_t, cfg.batch_size * 4, device, val_windows)
         return float(roc_auc_score(labels[val_idx], logits.numpy()))
 
-    best, stale, step = (val_auroc(), copy.deepcopy(model.state_dict()), 0), 0, 0
-    initial = best[0]
-    progress = tqdm(range(1, cfg.max_steps + 1), desc=desc, leave=False, dynamic_ncols=True)
-    for step in progress:
-        model.train()
-        pick = torch.as_tensor(fit_idx)[torch.randint(len(fit_idx), (cfg.batch_size,), generator=gen)]
-        loss = loss_fn(model(train.batch(pick).to(device), static_t[pick].to(device)), y[pick].to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        if step % cfg.eval_every == 0:
-            score = val_auroc()
-            progress.set_postfix(val_auroc=f"{score:.3f}", best=f"{best[0]:.3f}")
-            if score > best[0]:
-                best, stale = (score, copy.deepcopy(model.state_dict()), step), 0
-            else:
-                stale += 1
-                if stale >= cfg.patience:
-                    break
-    model.load_state_dict(best[1])
+    log = train_with_early_stopping(model, optimizer, batch_loss, validate, cfg, seed, "auroc", maximize=True,
+                                    desc=desc)
 
     def transform(s: np.ndarray) -> Tensor:
         return torch.as_tensor(prep.transform(s), dtype=torch.float32)
 
-    return model, transform, {"initial_val_auroc": initial, "best_val_auroc": best[0], "best_step": best[2],
-                              "steps": step}
+    return model, transform, log
 
 
 def checked_checkpoint(template: str, fold: int, cfg: DictConfig, device) -> Pretrained:
@@ -198,15 +180,13 @@ def plot_folds(path: Path, per_fold: dict[str, list[dict]]) -> None:
             ax.errorbar(i, np.mean(vals), yerr=np.std(vals), fmt="o", color="C0", capsize=4)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
         ax.set_title(f"{metric.upper()} per fold (mean ± std)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run(cfg: DictConfig) -> Path:
     start = time.time()
     device = resolve_device(cfg.device)
-    (name,) = cfg.data.datasets
+    name = single_dataset(cfg, "classify")
     records, card = load_dataset(name, cfg.data.dir), load_card(name)
     if not isinstance(records, RecordSet):
         raise ValueError(f"classify needs a record dataset (e.g. physionet2012), got {name!r}")
@@ -245,8 +225,8 @@ def run(cfg: DictConfig) -> Path:
             model, static_of, log = finetune_classifier(
                 copy.deepcopy(pretrained.encoder), train_windows, records.static[train_idx], y_train,
                 cfg.eval.finetune, cfg.seed + fold, device, desc=f"fold {fold} finetune")
-            probs["tsjepa/finetune"] = predict_proba(model, test_windows, static_of(records.static[test_idx]),
-                                                     cfg.eval.batch_size, device)
+            logits = logits_of(model, test_windows, static_of(records.static[test_idx]), cfg.eval.batch_size, device)
+            probs["tsjepa/finetune"] = torch.sigmoid(logits).numpy()
             logs.append({"fold": fold, **log})
         for key, p in probs.items():
             per_fold.setdefault(key, []).append({"fold": fold, **scores(y_test, p)})

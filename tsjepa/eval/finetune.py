@@ -8,6 +8,7 @@ which makes that row the supervised, no-pretraining baseline.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 from einops import rearrange
@@ -54,35 +55,53 @@ def val_mse(model: ForecastModel, windows: Windows, target: Tensor, observed: Te
     return float(((predict(model, windows, batch_size, device) - target)[observed] ** 2).mean())
 
 
-def finetune(model: ForecastModel, train: Windows, val: Windows, cfg: DictConfig, seed: int, device,
-             desc: str = "finetune") -> tuple[ForecastModel, dict]:
-    """Adam on the MSE of train windows; keeps the weights with the best val MSE, checked every
-    ``cfg.eval_every`` steps; stops after ``cfg.patience`` checks without improvement or ``cfg.max_steps``."""
-    model = model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+def train_with_early_stopping(model: nn.Module, optimizer: torch.optim.Optimizer,
+                              batch_loss: Callable[[torch.Generator], Tensor], validate: Callable[[], float],
+                              cfg: DictConfig, seed: int, metric: str, maximize: bool = False,
+                              desc: str = "finetune") -> dict:
+    """Optimise ``batch_loss(generator)`` (one training batch drawn with the seeded generator) for at most
+    ``cfg.max_steps`` steps; ``validate()`` every ``cfg.eval_every`` steps, stop after ``cfg.patience``
+    checks without improvement, and leave ``model`` with the weights of the best check (the initial weights
+    count as the check at step 0). Returns a log: ``initial_val_<metric>``, ``best_val_<metric>``,
+    ``best_step``, ``steps``."""
     gen = torch.Generator().manual_seed(seed)
-    val_batch = val.batch(torch.arange(len(val)))
-    val_target = (val_batch.target, val_batch.target_observed)
-    initial = val_mse(model, val, *val_target, cfg.batch_size, device)
-    best = (initial, copy.deepcopy(model.state_dict()), 0)
-    stale = 0
+    initial = validate()
+    best, stale, step = (initial, copy.deepcopy(model.state_dict()), 0), 0, 0
     progress = tqdm(range(1, cfg.max_steps + 1), desc=desc, leave=False, dynamic_ncols=True)
     for step in progress:
         model.train()
-        batch = train.batch(torch.randint(len(train), (cfg.batch_size,), generator=gen)).to(device)
-        loss = ((model(batch) - batch.target)[batch.target_observed] ** 2).mean()
+        loss = batch_loss(gen)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         if step % cfg.eval_every == 0:
-            score = val_mse(model, val, *val_target, cfg.batch_size, device)
-            progress.set_postfix(val_mse=f"{score:.4f}", best=f"{best[0]:.4f}")
-            if score < best[0]:
+            score = validate()
+            progress.set_postfix({f"val_{metric}": f"{score:.4f}", "best": f"{best[0]:.4f}"})
+            if (score > best[0]) if maximize else (score < best[0]):
                 best, stale = (score, copy.deepcopy(model.state_dict()), step), 0
             else:
                 stale += 1
                 if stale >= cfg.patience:
                     break
     model.load_state_dict(best[1])
-    return model, {"initial_val_mse": initial, "best_val_mse": best[0], "best_step": best[2], "steps": step}
+    return {f"initial_val_{metric}": initial, f"best_val_{metric}": best[0], "best_step": best[2], "steps": step}
+
+
+def finetune(model: ForecastModel, train: Windows, val: Windows, cfg: DictConfig, seed: int, device,
+             desc: str = "finetune") -> tuple[ForecastModel, dict]:
+    """AdamW on the MSE of train windows (observed targets), early stopping on val MSE
+    (`train_with_early_stopping`)."""
+    model = model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    val_batch = val.batch(torch.arange(len(val)))
+
+    def batch_loss(gen: torch.Generator) -> Tensor:
+        batch = train.batch(torch.randint(len(train), (cfg.batch_size,), generator=gen)).to(device)
+        return ((model(batch) - batch.target)[batch.target_observed] ** 2).mean()
+
+    def validate() -> float:
+        return val_mse(model, val, val_batch.target, val_batch.target_observed, cfg.batch_size, device)
+
+    log = train_with_early_stopping(model, optimizer, batch_loss, validate, cfg, seed, "mse", desc=desc)
+    return model, log

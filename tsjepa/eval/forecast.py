@@ -18,26 +18,31 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from einops import rearrange  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from tsjepa.checkpoint import from_pretrained  # noqa: E402
-from tsjepa.data.sources import load_card, load_dataset, split_rows  # noqa: E402
-from tsjepa.data.windows import Windows, fit_scaler  # noqa: E402
+from tsjepa.checkpoint import Pretrained, from_pretrained  # noqa: E402
+from tsjepa.data.sources import DatasetCard, load_card, load_dataset, split_rows  # noqa: E402
+from tsjepa.data.timeseries import TimeSeries  # noqa: E402
+from tsjepa.data.windows import Windows, count_windows, fit_scaler  # noqa: E402
 from tsjepa.diagnostics import embedding_report  # noqa: E402
+from tsjepa.eval import single_dataset  # noqa: E402
 from tsjepa.eval.baselines import decomposition_features, seasonal_naive  # noqa: E402
 from tsjepa.eval.embed import encode_windows  # noqa: E402
 from tsjepa.eval.finetune import ForecastModel, finetune, predict  # noqa: E402
 from tsjepa.eval.linear import Ridge, fit_ridge  # noqa: E402
 from tsjepa.models import Encoder, EncoderOutput  # noqa: E402
-from tsjepa.results import device_description, write_results  # noqa: E402
+from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
 from tsjepa.train import resolve_device  # noqa: E402
 
 BASELINE_FEATURES = {"linear": lambda x: x, "dlinear": decomposition_features}
@@ -82,6 +87,11 @@ def fit_probe(encoded: dict[str, EncoderOutput], target: dict[str, torch.Tensor]
                     {s: normalise(target[s], o) for s, o in encoded.items()}, keep, alphas)
 
 
+def first_windows(out: EncoderOutput, n: int) -> EncoderOutput:
+    """The first ``n`` windows of encoder outputs (shared origins of a shorter-horizon encoding)."""
+    return EncoderOutput(*(t[:n] for t in (out.embeddings, out.patch_observed, out.loc, out.scale)))
+
+
 def probe_predict(head: Ridge, out: EncoderOutput) -> torch.Tensor:
     """Forecasts ``[N, C, H]`` in data units (the window's loc/scale added back)."""
     pred = rearrange(head(probe_features(out)).float(), "(n c) h -> n c h", n=out.embeddings.shape[0])
@@ -114,34 +124,50 @@ def plot_forecasts(path: Path, history: torch.Tensor, truth: torch.Tensor, preds
         ax.axvline(0, color="0.7", ls="--", lw=0.8)
         ax.set_title(f"{channel}, test window at row {origins[k]}, horizon {horizon}", fontsize=9)
     axes[0, 0].legend(loc="upper left", fontsize=8, ncol=4)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
+
+
+@dataclass
+class ForecastData:
+    """One dataset under its card's protocol, keyed for a checkpoint: row splits, the scaler fit on train
+    rows, and the checkpoint vocabulary's ids of the dataset's channels."""
+
+    series: TimeSeries
+    card: DatasetCard
+    rows: dict[str, tuple[int, int]]
+    scaler: StandardScaler
+    ids: np.ndarray
+    lookback: int
+
+    @classmethod
+    def load(cls, cfg: DictConfig, task: str, pretrained: Pretrained) -> ForecastData:
+        name = single_dataset(cfg, task)
+        series, card = load_dataset(name, cfg.data.dir), load_card(name)
+        rows = split_rows(card, len(series), cfg.data.lookback)
+        ids = pretrained.vocab.ids(card.channel_keys(series.channels))
+        return cls(series, card, rows, fit_scaler(series, rows["train"]), ids, cfg.data.lookback)
+
+    def windows(self, split: str, horizon: int, stride: int = 1, hidden: np.ndarray | None = None) -> Windows:
+        return Windows(self.series, self.rows[split], self.lookback, horizon, self.ids, self.scaler, stride, hidden)
+
+    def strides(self, horizon: int, max_rows: int) -> dict[str, int]:
+        """Window stride per split: ridge heads are fit on every k-th train / val window when a dataset has
+        more than ``max_rows`` (window, channel) rows; every test window is scored (stride 1)."""
+        counts = {s: count_windows(self.rows[s], self.lookback, horizon) for s in ("train", "val")}
+        return {s: fit_stride(n, len(self.ids), max_rows) for s, n in counts.items()} | {"test": 1}
 
 
 def run(cfg: DictConfig) -> Path:
     start = time.time()
     device = resolve_device(cfg.device)
-    if len(cfg.data.datasets) != 1:
-        raise ValueError(f"forecast evaluates one dataset at a time, got data.datasets={list(cfg.data.datasets)}")
-    name = cfg.data.datasets[0]
     pretrained = from_pretrained(cfg.ckpt, map_location=device)
-    ts, card = load_dataset(name, cfg.data.dir), load_card(name)
-    lookback = cfg.data.lookback
-    rows = split_rows(card, len(ts), lookback)
-    scaler = fit_scaler(ts, rows["train"])
-    ids = pretrained.vocab.ids(card.channel_keys(ts.channels))
+    data = ForecastData.load(cfg, "forecast", pretrained)
+    ts, card, rows, lookback = data.series, data.card, data.rows, data.lookback
+    name = card.name
     horizons = sorted(cfg.eval.horizons or card.protocol["horizons"])
-
-    def windows(split: str, horizon: int, stride: int = 1) -> Windows:
-        return Windows(ts, rows[split], lookback, horizon, ids, scaler, stride)
-
-    # Ridge heads are fit on every k-th train / val window when a dataset has more (window, channel) rows
-    # than eval.max_fit_rows; every test window is scored. Windows for the shortest horizon are a superset
-    # (same origins, in order) of those for longer ones.
-    stride = {split: fit_stride(len(windows(split, horizons[0])), len(ids), cfg.eval.max_fit_rows)
-              for split in ("train", "val")} | {"test": 1}
+    windows = data.windows
+    # Windows for the shortest horizon are a superset (same origins, in order) of those for longer ones.
+    stride = data.strides(horizons[0], cfg.eval.max_fit_rows)
     base = {split: windows(split, horizons[0], stride[split]) for split in stride}
     check_span(pretrained.encoder, base["train"], cfg.ckpt)
     torch.manual_seed(cfg.seed)
@@ -174,8 +200,7 @@ def run(cfg: DictConfig) -> Path:
             preds[model, "supervised"], penalties[f"{model}/{horizon}"] = ridge(x["test"]).float(), ridge.alpha
         preds["seasonal-naive", "naive"] = seasonal_naive(raw["test"][0], horizon, card.protocol["season"])
         for model, enc in encoded.items():
-            part = {s: EncoderOutput(*(t[: n[s]] for t in (o.embeddings, o.patch_observed, o.loc, o.scale)))
-                    for s, o in enc.items()}
+            part = {s: first_windows(o, n[s]) for s, o in enc.items()}
             head = fit_probe(part, {s: b.target for s, b in full.items()}, keep, alphas)
             penalties[f"{model}/{horizon}"] = head.alpha
             preds[model, "probe"] = rearrange(probe_predict(head, part["test"]), "n c h -> (n c) h")

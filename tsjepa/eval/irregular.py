@@ -7,7 +7,7 @@ as in the forecast protocol. Heads are refit at each p on train windows with the
 
 - ``tsjepa`` / ``probe``: the frozen encoder reads the remaining observations natively (their own time
   stamps, observed mask; nothing imputed) and a ridge head maps its tokens to the forecast;
-- ``linear`` / ``ffill`` and ``linear`` / ``interp``: the raw-window ridge model on the lookback with the
+- ``linear`` / ``ffill-filled`` and ``linear`` / ``linear-filled``: the raw-window ridge model on the lookback with the
   gaps forward-filled or linearly interpolated from the same window's remaining observations;
 - ``random-init`` / ``probe`` (``eval.random_baseline``): the same architecture with random weights.
 """
@@ -26,13 +26,20 @@ from einops import rearrange  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from tsjepa.checkpoint import from_pretrained  # noqa: E402
-from tsjepa.data.sources import load_card, load_dataset, split_rows  # noqa: E402
-from tsjepa.data.windows import Windows, drop_observations, fit_scaler  # noqa: E402
+from tsjepa.data.windows import drop_observations  # noqa: E402
 from tsjepa.eval.baselines import fill_gaps  # noqa: E402
 from tsjepa.eval.embed import encode_windows  # noqa: E402
-from tsjepa.eval.forecast import check_span, fit_head, fit_probe, fit_stride, metrics, probe_predict  # noqa: E402
-from tsjepa.models import Encoder, EncoderOutput  # noqa: E402
-from tsjepa.results import device_description, write_results  # noqa: E402
+from tsjepa.eval.forecast import (  # noqa: E402
+    ForecastData,
+    check_span,
+    first_windows,
+    fit_head,
+    fit_probe,
+    metrics,
+    probe_predict,
+)
+from tsjepa.models import Encoder  # noqa: E402
+from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
 from tsjepa.train import resolve_device  # noqa: E402
 
 FILLS = ("ffill", "linear")
@@ -50,51 +57,39 @@ def plot_degradation(path: Path, rows: list[dict], horizons: list[int]) -> None:
         ax.set_title(f"horizon {horizon}", fontsize=9)
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run(cfg: DictConfig) -> Path:
     start = time.time()
     device = resolve_device(cfg.device)
-    (name,) = cfg.data.datasets
     pretrained = from_pretrained(cfg.ckpt, map_location=device)
-    ts, card = load_dataset(name, cfg.data.dir), load_card(name)
-    lookback = cfg.data.lookback
-    rows = split_rows(card, len(ts), lookback)
-    scaler = fit_scaler(ts, rows["train"])
-    ids = pretrained.vocab.ids(card.channel_keys(ts.channels))
-    horizons = sorted(cfg.eval.horizons or card.protocol["horizons"])
+    data = ForecastData.load(cfg, "irregular", pretrained)
+    name, lookback = data.card.name, data.lookback
+    horizons = sorted(cfg.eval.horizons or data.card.protocol["horizons"])
     alphas = list(cfg.eval.alphas)
     torch.manual_seed(cfg.seed)
     encoders = {"tsjepa": pretrained.encoder}
     if cfg.eval.random_baseline:
         encoders["random-init"] = Encoder(pretrained.encoder.config).to(device)
+    stride = data.strides(horizons[0], cfg.eval.max_fit_rows)  # counts only: the same at every fraction
     out_rows = []
     for fraction in cfg.eval.fractions:
-        hidden = drop_observations(ts, fraction, cfg.seed)
-
-        def windows(split: str, horizon: int, stride: int = 1, hidden=hidden) -> Windows:
-            return Windows(ts, rows[split], lookback, horizon, ids, scaler, stride, hidden)
-
-        stride = {s: fit_stride(len(windows(s, horizons[0])), len(ids), cfg.eval.max_fit_rows)
-                  for s in ("train", "val")} | {"test": 1}
-        base = {s: windows(s, horizons[0], stride[s]) for s in stride}
+        hidden = drop_observations(data.series, fraction, cfg.seed)
+        base = {s: data.windows(s, horizons[0], stride[s], hidden) for s in stride}
         check_span(pretrained.encoder, base["train"], cfg.ckpt)
         encoded = {model: {s: encode_windows(enc, w, torch.arange(len(w)), cfg.eval.batch_size, device,
                                              desc=f"p={fraction} {model}/{s}") for s, w in base.items()}
                    for model, enc in encoders.items()}
         for horizon in horizons:
-            split_windows = {s: windows(s, horizon, stride[s]) for s in base}
+            split_windows = {s: data.windows(s, horizon, stride[s], hidden) for s in base}
             full = {s: w.batch(torch.arange(len(w))) for s, w in split_windows.items()}
             n = {s: len(b.values) for s, b in full.items()}
             keep = {s: rearrange(b.target_observed, "n c h -> (n c) h").all(-1) for s, b in full.items()}
             y = {s: rearrange(b.target, "n c h -> (n c) h") for s, b in full.items()}
             preds = {}
             for model, enc in encoded.items():
-                part = {s: EncoderOutput(*(t[: n[s]] for t in (o.embeddings, o.patch_observed, o.loc, o.scale)))
-                        for s, o in enc.items()}
+                part = {s: first_windows(o, n[s]) for s, o in enc.items()}
                 head = fit_probe(part, {s: b.target for s, b in full.items()}, keep, alphas)
                 preds[model, "probe"] = rearrange(probe_predict(head, part["test"]), "n c h -> (n c) h")
             for fill in FILLS:
