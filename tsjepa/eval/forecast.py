@@ -73,18 +73,24 @@ def metrics(pred: torch.Tensor, target: torch.Tensor, observed: torch.Tensor) ->
 
 
 def fit_head(x: dict[str, torch.Tensor], y: dict[str, torch.Tensor], keep: dict[str, torch.Tensor],
-             alphas: list[float]) -> Ridge:
-    """Ridge ``[N, F] -> [N, H]`` fit on the ``keep`` rows of split "train", penalty chosen on "val"."""
+             alphas: list[float], weight: dict[str, torch.Tensor] | None = None) -> Ridge:
+    """Ridge ``[N, F] -> [N, H]`` fit on the ``keep`` rows of split "train", penalty chosen on "val";
+    ``weight[s]`` ``[N]`` weighs each row's squared error (uniform when None)."""
+    w = {s: None if weight is None else weight[s][keep[s]] for s in ("train", "val")}
     return fit_ridge(x["train"][keep["train"]], y["train"][keep["train"]], x["val"][keep["val"]],
-                     y["val"][keep["val"]], alphas)
+                     y["val"][keep["val"]], alphas, w["train"], w["val"])
 
 
 def fit_probe(encoded: dict[str, EncoderOutput], target: dict[str, torch.Tensor], keep: dict[str, torch.Tensor],
               alphas: list[float]) -> Ridge:
     """Ridge head from a channel's tokens to its instance-normalised future, per split ``encoded[s]``
-    (``[N, C, P, D]``) and ``target[s]`` ``[N, C, H]``; fit on "train", penalty chosen on "val"."""
+    (``[N, C, P, D]``) and ``target[s]`` ``[N, C, H]``; fit on "train", penalty chosen on "val". Each
+    (window, channel) row is weighted by its scale², so the objective is the squared error in data units,
+    the metric the head is scored on: near-constant windows (scale ~ 0, e.g. rain or night-time radiation
+    in weather) would otherwise have huge normalised targets and dominate the fit."""
     return fit_head({s: probe_features(o) for s, o in encoded.items()},
-                    {s: normalise(target[s], o) for s, o in encoded.items()}, keep, alphas)
+                    {s: normalise(target[s], o) for s, o in encoded.items()}, keep, alphas,
+                    {s: rearrange(o.scale, "n c -> (n c)") ** 2 for s, o in encoded.items()})
 
 
 def first_windows(out: EncoderOutput, n: int) -> EncoderOutput:
