@@ -3,12 +3,14 @@
 Each variant is the default recipe (``python -m tsjepa.train data=etth1``) with a few overrides, pretrained
 into ``runs/ablation-etth1/<variant>`` and scored by ``python -m tsjepa.eval forecast`` (probe mode, all test
 windows). The suite is resumable: a finished pretraining run is not repeated (the trainer resumes from its
-last checkpoint) and a variant whose evaluation of that checkpoint exists is not re-scored. It collects every
+last checkpoint) and a variant whose evaluation of that checkpoint exists is not re-scored unless ``--rescore``
+is given (after a change to the evaluation itself). It collects every
 finished variant into ``eval/results/forecast-ablation/etth1.{json,md,png}``: MSE/MAE per horizon and on
 average, with the effective rank and the SIGReg isotropy statistic of the test token embeddings.
 
     python eval/forecast_ablation.py                       # every variant (about 10 minutes each, 2 CPU cores)
     python eval/forecast_ablation.py --variants lam0 ema   # some of them (results collect all finished ones)
+    python eval/forecast_ablation.py --rescore             # score every checkpoint again with the current eval
 """
 
 from __future__ import annotations
@@ -56,15 +58,15 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
 
 
-def variant(name: str) -> None:
-    """Pretrain and evaluate one variant, skipping finished work."""
+def variant(name: str, rescore: bool) -> None:
+    """Pretrain and evaluate one variant, skipping finished work (the evaluation too, unless ``rescore``)."""
     _, _, overrides = VARIANTS[name]
     run_dir, out_dir = RUNS / name, RUNS / name / "eval"
     ckpt = run_dir / "checkpoints" / "last"
     run([sys.executable, "-m", "tsjepa.train", "data=etth1", f"run_dir={run_dir}", *overrides])
     step = json.loads((ckpt / "config.json").read_text())["step"]
     result = out_dir / "forecast" / "etth1.json"
-    if not result.exists() or json.loads(result.read_text())["pretrain_step"] != step:
+    if rescore or not result.exists() or json.loads(result.read_text())["pretrain_step"] != step:
         data = [o for o in overrides if o.startswith("data.")]
         run([sys.executable, "-m", "tsjepa.eval", "forecast", f"ckpt={ckpt}", f"out_dir={out_dir}",
              "eval.random_baseline=false", *data])
@@ -112,10 +114,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--out-dir", default=str(ROOT / "eval" / "results"))
+    parser.add_argument("--rescore", action="store_true", help="evaluate finished checkpoints again")
     args = parser.parse_args()
     start = time.time()
     for name in args.variants:
-        variant(name)
+        variant(name, args.rescore)
     rows, runs, device = collect()
     if not rows:
         raise SystemExit("no finished variant to collect")
