@@ -13,6 +13,7 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from tsjepa.data.anomaly import AnomalySet, load_nab, load_smd, load_ucr
 from tsjepa.data.records import RecordSet
 from tsjepa.data.timeseries import TimeSeries
 
@@ -48,6 +50,7 @@ class DatasetCard:
     channel_namespace: str | None = None  # channels of cards sharing it are the same sensors; default: name
     tree: bool = False  # ``file`` is a folder, checksummed by `tree_sha256`
     channels: tuple[str, ...] = ()  # for record datasets: the time-varying channels, in order
+    files: tuple[str, ...] = ()  # for a folder: the files it must hold (relative paths); checksummed alone
     static: tuple[str, ...] = ()  # for record datasets: the static descriptors
 
     def channel_keys(self, channels: list[str]) -> list[str]:
@@ -63,7 +66,7 @@ def load_card(name: str) -> DatasetCard:
         raise DatasetError(f"unknown dataset {name!r}; cards exist for {known}")
     raw = yaml.safe_load(path.read_text())
     fields = DatasetCard.__dataclass_fields__
-    raw = {k: tuple(v) if k in ("channels", "static") else v for k, v in raw.items() if k in fields}
+    raw = {k: tuple(v) if k in ("channels", "static", "files") else v for k, v in raw.items() if k in fields}
     return DatasetCard(**raw)
 
 
@@ -81,47 +84,86 @@ def sha256sum(path: Path) -> str:
     return digest.hexdigest()
 
 
-def tree_sha256(path: Path) -> str:
-    """sha256 of a directory: of the sorted lines ``<relative path> <file sha256>`` of every file in it."""
-    files = sorted(p for p in path.rglob("*") if p.is_file())
+def tree_sha256(path: Path, files: tuple[str, ...] = ()) -> str:
+    """sha256 of a directory: of the sorted lines ``<relative path> <file sha256>`` of every file in it, or
+    of the listed ``files`` only (a missing one hashes as absent, so the check fails)."""
+    if files:
+        missing = [f for f in files if not (path / f).is_file()]
+        if missing:
+            return f"missing {missing[:3]}"
+        files = sorted(path / f for f in files)
+    else:
+        files = sorted(p for p in path.rglob("*") if p.is_file())
     lines = "".join(f"{p.relative_to(path).as_posix()} {sha256sum(p)}\n" for p in files)
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
-def _download(url: str, folder: Path, timeout: float) -> Path:
-    """Fetch ``url`` into ``folder``; a ``.tar.gz`` is unpacked there. Returns the file or folder."""
-    target = folder / url.rstrip("/").rsplit("/", 1)[-1]
+def _download(url: str, target: Path, timeout: float) -> None:
+    """Fetch ``url`` to ``target``; a ``.tar.gz`` or ``.zip`` is unpacked beside it instead."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     with urllib.request.urlopen(url, timeout=timeout) as response, open(target, "wb") as out:
         shutil.copyfileobj(response, out)
-    if target.name.endswith(".tar.gz"):
-        with tarfile.open(target) as archive:
-            archive.extractall(folder, filter="data")
+    if target.name.endswith((".tar.gz", ".zip")):
+        if target.name.endswith(".zip"):
+            with zipfile.ZipFile(target) as archive:
+                archive.extractall(target.parent)
+        else:
+            with tarfile.open(target) as archive:
+                archive.extractall(target.parent, filter="data")
         target.unlink()
-    return target
+
+
+def _basename(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _download_all(card: DatasetCard, staging: Path, timeout: float) -> Path:
+    """Download the card's data into ``staging``; returns the file, or the folder laid out as the card says.
+
+    ``url`` is one file, a list of files / archives unpacked into the folder, or, for a folder card with
+    ``files``, a base URL ending in ``/`` that each listed file is fetched from (``url + file``). When archives
+    hold the listed files elsewhere, each is found by name and moved into place."""
+    urls = [card.url] if isinstance(card.url, str) else list(card.url)
+    if not card.tree:
+        _download(urls[0], staging / _basename(urls[0]), timeout)
+        return staging / _basename(urls[0])
+    if card.files and len(urls) == 1 and urls[0].endswith("/"):
+        for file in card.files:
+            _download(urls[0] + file, staging / file, timeout)
+        return staging
+    for url in urls:
+        _download(url, staging / _basename(url), timeout)
+    if not card.files:
+        return staging
+    tree = staging / ".tree"
+    for file in card.files:
+        found = [p for p in staging.rglob(Path(file).name) if p.is_file()]
+        if found:
+            (tree / file).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(found[0], tree / file)
+    return tree
 
 
 def fetch(card: DatasetCard, root: Path, timeout: float = 30.0) -> Path:
     """Path of the card's file (or folder, for a card with ``tree: true``) under ``root``, downloaded from
     ``card.url`` (a list of files and ``.tar.gz`` archives for a folder) if missing; checksum verified."""
     path = root / card.file
-    checksum = tree_sha256 if card.tree else sha256sum
+    checksum = (lambda p: tree_sha256(p, card.files)) if card.tree else sha256sum
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        urls = [card.url] if isinstance(card.url, str) else list(card.url)
+        urls = ", ".join([card.url] if isinstance(card.url, str) else card.url)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
-            for url in urls:
-                _download(url, staging, timeout)
+            fetched = _download_all(card, staging, timeout)
         except OSError as err:
             shutil.rmtree(staging, ignore_errors=True)
             raise DatasetError(
-                f"{card.name}: {path} is missing and the download from {', '.join(urls)} failed ({err}). "
+                f"{card.name}: {path} is missing and the download from {urls} failed ({err}). "
                 f"Put the data there, or point data.dir / ${DATA_DIR_ENV} at a folder that has it."
             ) from err
-        fetched = staging if card.tree else staging / urls[0].rstrip("/").rsplit("/", 1)[-1]
         if checksum(fetched) != card.sha256:
             shutil.rmtree(staging, ignore_errors=True)
-            raise DatasetError(f"{card.name}: data downloaded from {', '.join(urls)} fails its sha256 check")
+            raise DatasetError(f"{card.name}: data downloaded from {urls} fails its sha256 check")
         os.replace(fetched, path)
         shutil.rmtree(staging, ignore_errors=True)
     actual = checksum(path)
@@ -195,11 +237,18 @@ def _load_physionet(path: Path, card: DatasetCard) -> RecordSet:
     return RecordSet(card.name, times, values, list(card.channels), static[:, 1:], names, labels, ids)
 
 
-LOADERS = {"wide_csv": _load_wide_csv, "physionet2012": _load_physionet}
+LOADERS = {
+    "wide_csv": _load_wide_csv,
+    "physionet2012": _load_physionet,
+    "smd": lambda path, card: load_smd(path, card.name),
+    "nab": lambda path, card: load_nab(path, card.name),
+    "ucr": lambda path, card: load_ucr(path, card.name),
+}
 
 
-def load_dataset(name: str, root: str | os.PathLike | None = None) -> TimeSeries | RecordSet:
-    """Load dataset ``name`` (a card in ``datasets/``): a `TimeSeries`, or a `RecordSet` for record data."""
+def load_dataset(name: str, root: str | os.PathLike | None = None) -> TimeSeries | RecordSet | AnomalySet:
+    """Load dataset ``name`` (a card in ``datasets/``): a `TimeSeries`, a `RecordSet` for record data, or an
+    `AnomalySet` for a labelled anomaly benchmark."""
     card = load_card(name)
     return LOADERS[card.format](fetch(card, data_dir(root)), card)
 
