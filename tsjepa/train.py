@@ -28,6 +28,7 @@ from tsjepa.checkpoint import (
     read_config,
     save_pretrained,
 )
+from tsjepa.data.anomaly import AnomalySet
 from tsjepa.data.records import ClippedScaler, RecordSet, RecordWindows
 from tsjepa.data.sources import load_card, load_dataset, split_rows
 from tsjepa.data.vocab import ChannelVocab
@@ -81,6 +82,11 @@ def pretraining_windows(cfg: DictConfig) -> tuple[list[Windows | RecordWindows],
             train = data.subset(data.split(cfg.data.fold, cfg.data.folds, cfg.data.fold_seed)[0])
             scaler = ClippedScaler().fit(train.observations())
             windows.append(RecordWindows(train, vocab.ids(names), scaler, card.protocol["span"]))
+        elif isinstance(data, AnomalySet):  # each series' normal train rows, scaled on them
+            for item in data.series:
+                train_rows = (0, item.test_start)
+                windows.append(Windows(item.series, train_rows, cfg.data.lookback, 0, vocab.ids(names),
+                                       fit_scaler(item.series, train_rows)))
         else:
             train_rows = split_rows(card, len(data), cfg.data.lookback)["train"]
             windows.append(Windows(data, train_rows, cfg.data.lookback, 0, vocab.ids(names),

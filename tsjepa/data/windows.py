@@ -34,6 +34,8 @@ class Windows:
         scaler: applied to values (fit on train only); None keeps raw values.
         hidden: ``[T, C]`` bool, observations withheld from lookbacks (targets keep them), e.g. to make a
             regular series irregular per channel (`drop_observations`).
+        origins: explicit first rows after each lookback (instead of every ``stride`` rows), e.g. windows
+            whose last patches tile a test range.
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class Windows:
         scaler: StandardScaler | None = None,
         stride: int = 1,
         hidden: np.ndarray | None = None,
+        origins: np.ndarray | None = None,
     ) -> None:
         start, end = rows
         values = series.values if scaler is None else scaler.transform(series.values)
@@ -61,7 +64,13 @@ class Windows:
             raise ValueError(
                 f"rows [{start}, {end}) are too short for lookback {lookback} + horizon {horizon}"
             )
-        self.origins = start + lookback + stride * torch.arange(count)  # first row after each lookback
+        if origins is None:
+            self.origins = start + lookback + stride * torch.arange(count)  # first row after each lookback
+        else:
+            self.origins = torch.as_tensor(origins, dtype=torch.long)
+            if len(self.origins) and (self.origins.min() < start + lookback or self.origins.max() > end - horizon):
+                raise ValueError(f"window origins must lie in [{start + lookback}, {end - horizon}] for rows "
+                                 f"[{start}, {end}), lookback {lookback}, horizon {horizon}")
 
     @property
     def span(self) -> float:

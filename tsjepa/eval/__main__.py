@@ -10,8 +10,8 @@ import hydra
 from omegaconf import DictConfig
 
 TASKS = {"forecast": "tsjepa.eval.forecast", "classify": "tsjepa.eval.classify",
-         "irregular": "tsjepa.eval.irregular",
-         "channels": "tsjepa.eval.channels"}
+         "irregular": "tsjepa.eval.irregular", "channels": "tsjepa.eval.channels",
+         "rare": "tsjepa.eval.rare", "crosschannel": "tsjepa.eval.crosschannel"}
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
 

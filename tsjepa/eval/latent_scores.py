@@ -1,0 +1,114 @@
+"""Anomaly scores read from a pretrained JEPA: latent prediction error of masked final patches, and the
+distance of window embeddings from the training distribution with a chi-square calibration.
+
+Scoring windows end on a patch boundary; their last patch is the region they score. The prediction error of a
+channel is how far the predictor, given the rest of the window (every channel's earlier patches and, when only
+that channel is masked, the other channels' last patch), lands from the encoder's embedding of that channel's
+last patch: large when the channel breaks its own dynamics or its relation to the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from einops import repeat
+from scipy.stats import chi2
+from torch import Tensor
+from tqdm import tqdm
+
+from tsjepa.data.batch import Batch
+from tsjepa.data.windows import Windows
+from tsjepa.models import Encoder, EncoderOutput, Predictor
+
+
+@dataclass
+class LatentScores:
+    errors: Tensor  # [N, C] prediction error of each channel's last patch (NaN: patch unobserved)
+    tail: Tensor  # [N, D] the window embedding: mean over channels of their last-patch embeddings
+
+
+def patch_errors(encoder: Encoder, predictor: Predictor, batch: Batch, per_channel: bool = False
+                 ) -> tuple[Tensor, EncoderOutput]:
+    """Latent prediction error of each channel's last patch, ``[B, C]`` (NaN where that patch is unobserved),
+    and the target view. The last patches of all channels are masked together, or, with ``per_channel``, each
+    channel's alone with the others visible (one context pass per channel)."""
+    full = encoder(batch)
+    n_windows, n_channels = batch.values.shape[:2]
+    if per_channel:
+        batch = Batch(*(repeat(t, "b ... -> (b k) ...", k=n_channels)
+                        for t in (batch.values, batch.times, batch.observed, batch.channel_ids)))
+        seen = repeat(full.patch_observed, "b c p -> (b k) c p", k=n_channels)
+        targets = repeat(full.embeddings, "b c p d -> (b k) c p d", k=n_channels)
+        target = torch.zeros_like(seen)
+        target[torch.arange(len(seen)), torch.arange(n_channels).repeat(n_windows), -1] = True
+    else:
+        seen, targets = full.patch_observed, full.embeddings
+        target = torch.zeros_like(seen)
+        target[..., -1] = True
+    target &= seen
+    context_mask = seen & ~target
+    context = encoder(batch, context=context_mask)
+    predicted = predictor(context.embeddings, context_mask, target,
+                          encoder.tokenizer.patch_starts(batch.values.device), batch.channel_ids)
+    err = ((predicted - targets)[..., -1, :] ** 2).mean(-1).masked_fill(~target[..., -1], float("nan"))
+    if per_channel:
+        err = err.reshape(n_windows, n_channels, n_channels).diagonal(dim1=1, dim2=2)
+    return err, full
+
+
+@torch.no_grad()
+def latent_scores(encoder: Encoder, predictor: Predictor, windows: Windows, index: Tensor, batch_size: int,
+                  device, desc: str, per_channel: bool = False,
+                  edit: Callable[[Batch, Tensor], Batch] | None = None) -> LatentScores:
+    """Scores of windows ``index`` ``[N]`` (see `patch_errors`); ``edit(batch, index)`` changes a batch before
+    scoring (e.g. an injected anomaly)."""
+    encoder.eval()
+    predictor.eval()
+    errors, tails = [], []
+    for chunk in tqdm(index.split(batch_size), desc=desc, leave=False, dynamic_ncols=True):
+        batch = windows.batch(chunk)
+        batch = (batch if edit is None else edit(batch, chunk)).to(device)
+        batch.validate(windows.span)
+        err, full = patch_errors(encoder, predictor, batch, per_channel)
+        seen = full.patch_observed[..., -1, None].float()  # [B, C, 1]
+        tails.append(((full.embeddings[..., -1, :] * seen).sum(1) / seen.sum(1).clamp(min=1)).cpu())
+        errors.append(err.cpu())
+    return LatentScores(torch.cat(errors), torch.cat(tails))
+
+
+def standardised(errors: Tensor, reference: Tensor) -> Tensor:
+    """Per-channel robust standardisation of ``errors`` ``[N, C]`` by ``reference`` ``[M, C]`` (errors of
+    normal windows): (e - median) / IQR, so channels with noisier predictions do not dominate."""
+    ref = reference.nan_to_num(nan=float(reference.nanmedian()))
+    med = ref.median(0).values
+    iqr = (ref.quantile(0.75, dim=0) - ref.quantile(0.25, dim=0)).clamp(min=1e-6)
+    return (errors - med) / iqr
+
+
+@dataclass
+class Whitener:
+    """Gaussian fit of normal window embeddings; squared whitened norms are chi-square with ``dim`` degrees of
+    freedom when the embeddings are Gaussian, as SIGReg pushes them to be."""
+
+    mean: Tensor  # [D]
+    cholesky: Tensor  # [D, D]
+
+    @classmethod
+    def fit(cls, z: Tensor, ridge: float = 1e-4) -> Whitener:
+        z = z.double()
+        mean = z.mean(0)
+        cov = torch.cov((z - mean).T)
+        cov = cov + ridge * cov.diagonal().mean() * torch.eye(len(cov), dtype=cov.dtype)
+        return cls(mean, torch.linalg.cholesky(cov))
+
+    def squared_norm(self, z: Tensor) -> Tensor:
+        """``[N, D]`` -> ``[N]`` squared Mahalanobis distances."""
+        w = torch.linalg.solve_triangular(self.cholesky, (z.double() - self.mean).T, upper=False)
+        return (w**2).sum(0)
+
+    def p_values(self, z: Tensor) -> np.ndarray:
+        """``[N, D]`` -> ``[N]`` chi-square upper-tail p-values of the squared norms."""
+        return chi2.sf(self.squared_norm(z).numpy(), df=len(self.mean))
