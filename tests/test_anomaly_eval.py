@@ -1,0 +1,104 @@
+"""Anomaly metrics, latent scores, and the rare / crosschannel evals on real SMD and UCR with tiny encoders."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_MODEL, compose_config
+from scipy.stats import chi2
+
+import tsjepa.train as train_module
+from tsjepa.data.anomaly import Segment
+from tsjepa.eval.detection import detection_metrics, localisation_metrics, point_adjusted, ucr_hit
+from tsjepa.eval.latent_scores import Whitener
+
+
+def test_detection_metrics_with_and_without_point_adjustment():
+    labels = np.array([0, 0, 1, 1, 1, 1] + [0] * 14)
+    scores = np.array([0.5, 0.5, 0.9, 0.0, 0.0, 0.0] + [0.5] * 14)
+    m = detection_metrics(labels, scores)
+    # flagging only the 0.9 step: precision 1, recall 1/4 -> F1 0.4; flagging all: 0.2 / 1 -> F1 1/3
+    assert m["best_f1"] == pytest.approx(0.4)
+    # point adjustment credits the whole segment for that one step: F1 = 1
+    assert m["pa_f1"] == pytest.approx(1.0) and point_adjusted(labels, scores)[2:6].tolist() == [0.9] * 4
+    assert 0 < m["auc_pr"] < 1 and 0 < m["auroc"] < 1
+    with pytest.raises(ValueError, match="both normal and anomalous"):
+        detection_metrics(np.zeros(4, dtype=int), np.arange(4.0))
+
+
+def test_ucr_hit_and_localisation():
+    scores = np.zeros(1000)
+    scores[615] = 1.0
+    assert ucr_hit(Segment(500, 520), scores) == 1.0  # within max(20, 100) = 100 steps of the last step, 519
+    scores[615], scores[620] = 0.0, 1.0
+    assert ucr_hit(Segment(500, 520), scores) == 0.0
+    ranked = np.array([0.9, 0.1, 0.8, 0.7, 0.0])  # ranking: 0, 2, 3, 1, 4
+    m = localisation_metrics(ranked, (0, 3))
+    assert m["hitrate@100"] == 0.5  # top 2 = {0, 2}: one of two labelled channels
+    assert m["hitrate@150"] == 1.0  # top 3 = {0, 2, 3}
+    assert 0 < m["ndcg@100"] < 1 and localisation_metrics(ranked, (0, 2))["ndcg@100"] == pytest.approx(1.0)
+
+
+def test_whitened_norms_of_gaussian_embeddings_are_calibrated():
+    gen = torch.Generator().manual_seed(0)
+    mix = torch.randn(16, 16, generator=gen)
+    fit, held_out = torch.randn(20000, 16, generator=gen) @ mix + 3.0, torch.randn(20000, 16, generator=gen) @ mix + 3.0
+    whitener = Whitener.fit(fit, ridge=0.0)
+    p = whitener.p_values(held_out)
+    assert abs((p < 0.01).mean() - 0.01) < 0.004 and abs((p < 0.1).mean() - 0.1) < 0.01
+    assert whitener.squared_norm(held_out).mean().item() == pytest.approx(chi2.mean(16), rel=0.03)
+
+
+@pytest.fixture(scope="module")
+def smd_checkpoint(tmp_path_factory, shared_data):
+    cfg = compose_config("train", ["data=smd", f"run_dir={tmp_path_factory.mktemp('smd')}", "train.steps=2",
+                                   "train.batch_size=4", "train.warmup=1", "train.log_every=1", *TINY_MODEL])
+    return train_module.train(cfg)
+
+
+def test_smd_pretraining_reads_train_rows_only(smd_checkpoint, monkeypatch):
+    config = json.loads((smd_checkpoint / "config.json").read_text())
+    assert config["encoder"]["span"] == 64.0 and config["channels"]["names"][0] == "smd/m1"
+    cfg = compose_config("train", ["data=smd", *TINY_MODEL])
+    windows, _ = train_module.pretraining_windows(cfg)
+    from tsjepa.data.sources import load_dataset
+
+    smd = load_dataset("smd")
+    assert len(windows) == 8
+    for w, item in zip(windows, smd.series, strict=True):
+        assert int(w.origins.max()) == item.test_start  # the last window ends at the last train row
+
+
+def test_rare_eval_scores_every_test_row(smd_checkpoint, tmp_path):
+    from tsjepa.eval import rare
+
+    cfg = compose_config("eval", ["eval=rare", "data=smd", f"ckpt={smd_checkpoint}", f"out_dir={tmp_path}",
+                                  "eval.series=[machine-1-2]", "eval.max_train_windows=200"])
+    record = json.loads(rare.run(cfg).read_text())
+    rows = [r for r in record["rows"] if r["series"] == "machine-1-2"]
+    assert {(r["model"], r["mode"]) for r in rows} == {
+        ("zscore", "baseline"), ("pca", "baseline"), ("iforest", "baseline"),
+        ("tsjepa", "prediction"), ("tsjepa", "chi2"), ("random-init", "prediction"), ("random-init", "chi2")}
+    test_rows = 23694  # machine-1-2 test rows, each scored once
+    for r in rows:
+        assert r["n_windows"] == -(-test_rows // 8)
+        assert 0 < r["auc_pr"] <= 1 and 0 < r["auroc"] < 1 and r["pa_f1"] >= r["best_f1"]
+    chi2_row = next(r for r in rows if r["model"] == "tsjepa" and r["mode"] == "chi2")
+    assert 0 <= chi2_row["false_alarm@0.01"] <= 1
+    assert any(r["series"] == "mean" for r in record["rows"])
+
+
+def test_crosschannel_eval_ranks_channels(smd_checkpoint, tmp_path):
+    from tsjepa.eval import crosschannel
+
+    cfg = compose_config("eval", ["eval=crosschannel", "data=smd", f"ckpt={smd_checkpoint}", f"out_dir={tmp_path}",
+                                  "eval.series=[machine-1-2]", "eval.windows_per_segment=1", "eval.injections=6",
+                                  "eval.normal_windows=20", "eval.random_baseline=false"])
+    record = json.loads(crosschannel.run(cfg).read_text())
+    rows = {(r["model"], r["series"]): r for r in record["rows"]}
+    assert set(rows) == {(m, s) for m in ("zscore", "pca", "tsjepa") for s in ("machine-1-2", "mean")}
+    for r in rows.values():
+        assert 0 <= r["hitrate@100"] <= r["hitrate@150"] <= 1 and 0 <= r["top1"] <= 1 and 0 < r["mrr"] <= 1
+        assert r["n_segments"] == 10 and r["n_injected"] == 6
+    assert record["chance_top1"] == pytest.approx(1 / 38)
