@@ -102,3 +102,10 @@ def test_crosschannel_eval_ranks_channels(smd_checkpoint, tmp_path):
         assert 0 <= r["hitrate@100"] <= r["hitrate@150"] <= 1 and 0 <= r["top1"] <= 1 and 0 < r["mrr"] <= 1
         assert r["n_segments"] == 10 and r["n_injected"] == 6
     assert record["chance_top1"] == pytest.approx(1 / 38)
+
+
+def test_rank_of_counts_ties_against_the_true_channel():
+    from tsjepa.eval.crosschannel import rank_of
+
+    scores = np.array([[0.1, 0.9, 0.5], [1.0, 1.0, 1.0]])
+    assert rank_of(scores, np.array([1, 0])).tolist() == [1, 3]

@@ -108,8 +108,9 @@ def injected_rows(setup: ScoringSetup, targets, channels, sources) -> np.ndarray
 
 
 def rank_of(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """1-based rank of channel ``truth[i]`` in ``scores[i]`` (higher score = ranked earlier)."""
-    return (scores > scores[np.arange(len(truth)), truth][:, None]).sum(1) + 1
+    """1-based rank of channel ``truth[i]`` in ``scores[i]`` (higher score = ranked earlier; a tie ranks the
+    true channel last among those it ties with, so constant scores earn nothing)."""
+    return (scores >= scores[np.arange(len(truth)), truth][:, None]).sum(1)
 
 
 def plot(path: Path, rows: list[dict]) -> None:
