@@ -86,8 +86,8 @@ def collect() -> tuple[list[dict], dict, str]:
         for row in record["rows"]:
             if row["model"] == "tsjepa":
                 rows.append({"model": "tsjepa", "variant": name, "group": group, **row})
-            elif row["model"] == "linear" and row["horizon"] == "avg":
-                reference = row  # the same windows in every variant's run
+            elif row["model"] == "linear" and row["horizon"] == "avg" and name == "default":
+                reference = row  # the default lookback (336), as in forecast/etth1
     return rows + ([{"variant": "-", "group": "reference", **reference}] if reference else []), runs, device
 
 
