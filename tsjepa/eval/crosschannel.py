@@ -32,14 +32,10 @@ import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 
-from tsjepa.checkpoint import from_pretrained  # noqa: E402
-from tsjepa.data.anomaly import AnomalySet  # noqa: E402
 from tsjepa.data.batch import Batch  # noqa: E402
-from tsjepa.data.sources import load_card, load_dataset  # noqa: E402
-from tsjepa.eval import single_dataset  # noqa: E402
 from tsjepa.eval.detection import localisation_metrics  # noqa: E402
 from tsjepa.eval.latent_scores import latent_scores, standardised  # noqa: E402
-from tsjepa.eval.rare import ScoringSetup, random_model  # noqa: E402
+from tsjepa.eval.rare import AnomalyBench, ScoringSetup, mean_rows  # noqa: E402
 from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
 from tsjepa.train import resolve_device  # noqa: E402
 
@@ -129,27 +125,13 @@ def plot(path: Path, rows: list[dict]) -> None:
 def run(cfg: DictConfig) -> Path:
     start = time.time()
     device = resolve_device(cfg.device)
-    name = single_dataset(cfg, "crosschannel")
-    data, card = load_dataset(name, cfg.data.dir), load_card(name)
-    if not isinstance(data, AnomalySet) or len(data.channels) < 2:
-        raise ValueError(f"crosschannel needs a multivariate labelled anomaly benchmark (smd), got {name!r}")
-    pretrained = from_pretrained(cfg.ckpt, map_location=device)
-    if pretrained.predictor is None:
-        raise ValueError(f"{cfg.ckpt} holds no predictor; latent prediction scores need a full JEPA checkpoint")
-    encoder = pretrained.encoder
-    patch, lookback = int(round(encoder.config.patch_duration)), int(round(encoder.config.span))
-    ids = pretrained.vocab.ids(card.channel_keys(data.channels))
-    torch.manual_seed(cfg.seed)
-    models = {"tsjepa": (encoder, pretrained.predictor)}
-    if cfg.eval.random_baseline:
-        models["random-init"] = random_model(pretrained, device)
-    batch = max(1, cfg.eval.batch_size // len(data.channels))
-    wanted = set(cfg.eval.series) if cfg.eval.series else None
+    bench = AnomalyBench.load(cfg, "crosschannel", device, "a multivariate labelled anomaly benchmark (smd)",
+                              min_channels=2)
+    name, n_channels = bench.name, len(bench.data.channels)
+    batch = max(1, cfg.eval.batch_size // n_channels)
     per_series = []
-    for k, item in enumerate(data.series):
-        if wanted is not None and item.name not in wanted:
-            continue
-        setup = ScoringSetup(item, ids, lookback, patch, cfg.eval.normal_windows)
+    for k, item in bench.selected(cfg.eval.series):
+        setup = bench.setup(item, cfg.eval.normal_windows)
         baselines = ChannelBaselines(setup.scaled[: item.test_start], cfg.seed)
         segments = [s for s in item.segments if s.channels]
         seg_windows = [segment_windows(setup, s.start, s.end, cfg.eval.windows_per_segment) for s in segments]
@@ -157,10 +139,11 @@ def run(cfg: DictConfig) -> Path:
         rank_scores: dict[tuple[str, str], tuple[list[np.ndarray], np.ndarray]] = {}
         first = item.test_start
         seg_rows = [setup.scaled[first + s.start : first + s.end][None] for s in segments]
-        for mode, scores in ((m, [baselines(r)[m][0] for r in seg_rows]) for m in ("zscore", "pca")):
-            rank_scores["baseline-" + mode, mode] = (
-                scores, baselines(injected_rows(setup, targets, channels, sources))[mode])
-        for model, (enc, pred) in models.items():
+        seg_baselines = [baselines(r) for r in seg_rows]  # name -> [1, C] per segment
+        inj_baselines = baselines(injected_rows(setup, targets, channels, sources))
+        for mode in ("zscore", "pca"):
+            rank_scores["baseline-" + mode, mode] = ([b[mode][0] for b in seg_baselines], inj_baselines[mode])
+        for model, (enc, pred) in bench.models.items():
             desc = f"{item.name}/{model}"
             normal = latent_scores(enc, pred, setup.windows, setup.train[: setup.n_fit], batch, device,
                                    f"{desc}/normal", per_channel=True).errors
@@ -182,24 +165,18 @@ def run(cfg: DictConfig) -> Path:
         print(f"{item.name}: " + "  ".join(f"{r['model']}/{r['mode']} hit@150={r['hitrate@150']:.3f} "
                                            f"top1={r['top1']:.2f}" for r in per_series if r["series"] == item.name),
               flush=True)
-    means = []
-    for model, mode in dict.fromkeys((r["model"], r["mode"]) for r in per_series):
-        mine = [r for r in per_series if (r["model"], r["mode"]) == (model, mode)]
-        keys = [k for k in mine[0] if k not in ("model", "mode", "horizon", "series")]
-        means.append({"model": model, "mode": mode, "horizon": None, "series": "mean",
-                      **{k: float(np.mean([r[k] for r in mine])) if not k.startswith("n_")
-                         else int(sum(r[k] for r in mine)) for k in keys}})
+    means = mean_rows(per_series)
     out = write_results(
         cfg.out_dir, "crosschannel", name, means + per_series, seed=cfg.seed, device=device_description(device),
         wall_s=time.time() - start,
-        extra={"ckpt": str(cfg.ckpt), "pretrain_step": pretrained.step, "lookback": lookback, "patch": patch,
-               "chance_top1": 1 / len(data.channels)},
+        extra={"ckpt": str(cfg.ckpt), "pretrain_step": bench.pretrain_step, "lookback": bench.lookback,
+               "patch": bench.patch, "chance_top1": 1 / n_channels},
         notes=("Localisation against `interpretation_label`: HitRate@P% = share of a segment's labelled channels "
                "among the top ceil(P% x their number) ranked channels; NDCG at the same cut-off; averaged over "
                "segments, then machines (`series: mean`). tsjepa/random-init rank by the latent prediction error "
                "of a channel's last patch when it alone is masked, standardised by normal train windows. "
                f"Controlled decoupling: one channel of a normal test window replaced by its values from a normal "
-               f"train window; `top1` = share ranked first (chance {1 / len(data.channels):.3f}), `mrr` = mean "
+               f"train window; `top1` = share ranked first (chance {1 / n_channels:.3f}), `mrr` = mean "
                "reciprocal rank. Baselines: robust z-score and PCA residual per channel."),
     )
     plot(out.with_suffix(".png"), means + per_series)

@@ -23,6 +23,7 @@ adjustment and, labelled, point-adjusted F1; UCR accuracy for UCR. Every model s
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -36,7 +37,7 @@ from omegaconf import DictConfig  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.ensemble import IsolationForest  # noqa: E402
 
-from tsjepa.checkpoint import Pretrained, from_pretrained  # noqa: E402
+from tsjepa.checkpoint import from_pretrained  # noqa: E402
 from tsjepa.data.anomaly import AnomalySet, LabelledSeries  # noqa: E402
 from tsjepa.data.sources import load_card, load_dataset  # noqa: E402
 from tsjepa.data.windows import Windows, fit_scaler  # noqa: E402
@@ -119,11 +120,60 @@ def encoder_scores(encoder: Encoder, predictor: Predictor, setup: ScoringSetup, 
             float((held_out < 0.01).mean()))
 
 
-def random_model(pretrained: Pretrained, device) -> tuple[Encoder, Predictor]:
-    encoder = Encoder(pretrained.encoder.config).to(device)
-    predictor = Predictor(pretrained.predictor.config, encoder.config.d_model,
-                          encoder.config.channel_capacity).to(device)
-    return encoder, predictor
+@dataclass
+class AnomalyBench:
+    """A labelled anomaly benchmark keyed for a JEPA checkpoint: the data, the vocabulary ids of its
+    channels, the window geometry (rows), and the models to score with (the checkpoint's encoder and
+    predictor, and with ``eval.random_baseline`` the same architecture at random weights)."""
+
+    name: str
+    data: AnomalySet
+    ids: np.ndarray
+    patch: int
+    lookback: int
+    models: dict[str, tuple[Encoder, Predictor]]
+    pretrain_step: int
+
+    @classmethod
+    def load(cls, cfg: DictConfig, task: str, device, needs: str, min_channels: int = 1) -> AnomalyBench:
+        """``needs`` names the benchmarks ``task`` accepts, for the error on any other dataset."""
+        name = single_dataset(cfg, task)
+        data, card = load_dataset(name, cfg.data.dir), load_card(name)
+        if not isinstance(data, AnomalySet) or len(data.channels) < min_channels:
+            raise ValueError(f"{task} needs {needs}, got {name!r}")
+        pretrained = from_pretrained(cfg.ckpt, map_location=device)
+        if pretrained.predictor is None:
+            raise ValueError(f"{cfg.ckpt} holds no predictor; latent prediction scores need a full JEPA checkpoint")
+        encoder = pretrained.encoder
+        torch.manual_seed(cfg.seed)
+        models = {"tsjepa": (encoder, pretrained.predictor)}
+        if cfg.eval.random_baseline:
+            models["random-init"] = (Encoder(encoder.config).to(device),
+                                     Predictor(pretrained.predictor.config, encoder.config.d_model,
+                                               encoder.config.channel_capacity).to(device))
+        return cls(name, data, pretrained.vocab.ids(card.channel_keys(data.channels)),
+                   int(round(encoder.config.patch_duration)), int(round(encoder.config.span)), models, pretrained.step)
+
+    def selected(self, names: list[str] | None) -> list[tuple[int, LabelledSeries]]:
+        """(position in the benchmark, series) of the series in ``names`` (every series when empty)."""
+        return [(k, item) for k, item in enumerate(self.data.series) if not names or item.name in set(names)]
+
+    def setup(self, item: LabelledSeries, max_train: int) -> ScoringSetup:
+        return ScoringSetup(item, self.ids, self.lookback, self.patch, max_train)
+
+
+def mean_rows(per_series: list[dict]) -> list[dict]:
+    """One ``series: mean`` row per (model, mode): metrics averaged over the series, then counts (``n_*``)
+    summed."""
+    means = []
+    for model, mode in dict.fromkeys((r["model"], r["mode"]) for r in per_series):
+        mine = [r for r in per_series if (r["model"], r["mode"]) == (model, mode)]
+        keys = [k for k in mine[0] if k not in ("model", "mode", "horizon", "series")]
+        counts = [k for k in keys if k.startswith("n_")]
+        means.append({"model": model, "mode": mode, "horizon": None, "series": "mean",
+                      **{k: float(np.mean([r[k] for r in mine])) for k in keys if k not in counts},
+                      **{k: int(sum(r[k] for r in mine)) for k in counts}})
+    return means
 
 
 def plot_series(path: Path, per_series: list[dict], metric: str) -> None:
@@ -145,33 +195,17 @@ def plot_series(path: Path, per_series: list[dict], metric: str) -> None:
 def run(cfg: DictConfig) -> Path:
     start = time.time()
     device = resolve_device(cfg.device)
-    name = single_dataset(cfg, "rare")
-    data, card = load_dataset(name, cfg.data.dir), load_card(name)
-    if not isinstance(data, AnomalySet):
-        raise ValueError(f"rare needs a labelled anomaly benchmark (smd, nab, ucr), got {name!r}")
-    pretrained = from_pretrained(cfg.ckpt, map_location=device)
-    if pretrained.predictor is None:
-        raise ValueError(f"{cfg.ckpt} holds no predictor; latent prediction scores need a full JEPA checkpoint")
-    encoder = pretrained.encoder
-    patch = int(round(encoder.config.patch_duration))
-    lookback = int(round(encoder.config.span))
-    ids = pretrained.vocab.ids(card.channel_keys(data.channels))
-    torch.manual_seed(cfg.seed)
-    models = {"tsjepa": (encoder, pretrained.predictor)}
-    if cfg.eval.random_baseline:
-        models["random-init"] = random_model(pretrained, device)
-    wanted = set(cfg.eval.series) if cfg.eval.series else None
+    bench = AnomalyBench.load(cfg, "rare", device, "a labelled anomaly benchmark (smd, nab, ucr)")
+    name, patch, lookback = bench.name, bench.patch, bench.lookback
     per_series, skipped = [], []
-    for item in data.series:
-        if wanted is not None and item.name not in wanted:
-            continue
+    for _, item in bench.selected(cfg.eval.series):
         if item.labels.sum() == 0:
             skipped.append(item.name)
             continue
-        setup = ScoringSetup(item, ids, lookback, patch, cfg.eval.max_train_windows)
+        setup = bench.setup(item, cfg.eval.max_train_windows)
         window_scores = {(m, "baseline"): s for m, s in baseline_scores(setup, cfg.seed).items()}
         false_alarm = {}
-        for model, (enc, pred) in models.items():
+        for model, (enc, pred) in bench.models.items():
             scores, false_alarm[model] = encoder_scores(enc, pred, setup, cfg, device, f"{item.name}/{model}")
             window_scores |= {(model, mode): s for mode, s in scores.items()}
         for (model, mode), s in window_scores.items():
@@ -187,17 +221,11 @@ def run(cfg: DictConfig) -> Path:
                                            for r in per_series if r["series"] == item.name), flush=True)
     if not per_series:
         raise ValueError(f"no series with an anomaly to score in {name} (eval.series={cfg.eval.series})")
-    means = []
-    for model, mode in dict.fromkeys((r["model"], r["mode"]) for r in per_series):
-        mine = [r for r in per_series if (r["model"], r["mode"]) == (model, mode)]
-        metrics = [k for k in mine[0] if k not in ("model", "mode", "horizon", "series", "n_windows")]
-        means.append({"model": model, "mode": mode, "horizon": None, "series": "mean",
-                      **{k: float(np.mean([r[k] for r in mine])) for k in metrics},
-                      "n_windows": sum(r["n_windows"] for r in mine)})
+    means = mean_rows(per_series)
     out = write_results(
         cfg.out_dir, "rare", name, means + per_series, seed=cfg.seed, device=device_description(device),
         wall_s=time.time() - start,
-        extra={"ckpt": str(cfg.ckpt), "pretrain_step": pretrained.step, "lookback": lookback, "patch": patch,
+        extra={"ckpt": str(cfg.ckpt), "pretrain_step": bench.pretrain_step, "lookback": lookback, "patch": patch,
                "skipped_without_anomaly": skipped},
         notes=(f"Every test row scored (window scores mapped to the rows of each window's last {patch}-row patch; "
                f"lookback {lookback}); `series: mean` rows average the {len(per_series) // len(means)} series "
