@@ -42,6 +42,13 @@ class Pretrained:
     config: dict = field(default_factory=dict)  # the whole config.json
     step: int = 0
 
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write this encoder (and predictor) as a checkpoint directory that `from_pretrained` reads back,
+        keeping the config's other entries (e.g. the pretraining data and objective)."""
+        own = {"format", "version", "encoder", "predictor", "channels", "step"}
+        return save_pretrained(path, self.encoder, self.vocab, self.predictor, step=self.step,
+                               extra={k: v for k, v in self.config.items() if k not in own})
+
 
 def _write_atomically(path: Path, write) -> None:
     """Call ``write(tmp_dir)`` then move ``tmp_dir`` to ``path``, replacing it; a crash leaves the old one."""

@@ -33,8 +33,11 @@ class ChannelVocab:
                 self.names.append(str(name))
         return self
 
-    def ids(self, names: Sequence[str]) -> np.ndarray:
-        """``[C]`` int64 ids of ``names``; raises `UnknownChannelError` for a name not in the vocabulary."""
+    def ids(self, names: Sequence[str], add_unknown: bool = False) -> np.ndarray:
+        """``[C]`` int64 ids of ``names``. A name not in the vocabulary raises `UnknownChannelError`, or, with
+        ``add_unknown``, is appended (its embedding row is then untrained until the encoder is fine-tuned)."""
+        if add_unknown:
+            self.extend(str(n) for n in names)
         index = {n: i for i, n in enumerate(self.names)}
         missing = [n for n in names if n not in index]
         if missing:

@@ -103,6 +103,63 @@ class Windows:
         return batch
 
 
+class SpanWindows:
+    """Windows of duration ``span`` (time units) ending at given rows: window ``i`` holds the observations
+    with times in ``[e_i - span, e_i)``, where ``e_i`` is the time of row ``ends[i]`` (or one sampling
+    interval after the last row when ``ends[i] == len(series)``), so a window near the start holds fewer
+    rows and is padded as unobserved, and irregular series need no resampling. ``horizon`` target rows
+    follow each window end. Same interface as `Windows` (``span``, ``len``, ``batch``).
+
+    Args:
+        series: the series; its timestamps in model time units (`TimeSeries.times`).
+        ends: ``[N]`` row index of each window end, in ``[1, len(series) - horizon]``.
+        span: window duration in time units (the encoder's ``span``).
+        horizon: target rows after each window end (0: none).
+        channel_ids: ``[C]`` vocabulary ids of ``series.channels``.
+        scaler: applied to values; None keeps raw values.
+    """
+
+    def __init__(self, series: TimeSeries, ends: np.ndarray, span: float, horizon: int, channel_ids: np.ndarray,
+                 scaler: StandardScaler | None = None) -> None:
+        ends = np.asarray(ends, dtype=np.int64)
+        if len(ends) and (ends.min() < 1 or ends.max() > len(series) - horizon):
+            raise ValueError(f"window ends must lie in [1, {len(series) - horizon}] for a series of "
+                             f"{len(series)} rows and horizon {horizon}; got {ends.min()}..{ends.max()}")
+        values = series.values if scaler is None else scaler.transform(series.values)
+        self.values = torch.from_numpy(np.ascontiguousarray(values.T, dtype=np.float32))  # [C, T]
+        times = series.times
+        dt = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
+        self.end_times = np.append(times, times[-1] + dt)[ends]  # [N] float64
+        self.starts = np.searchsorted(times, self.end_times - span, side="left")  # first row inside
+        self.times, self.ends = times, ends
+        self.span, self.horizon = float(span), horizon
+        self.channel_ids = torch.as_tensor(channel_ids, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def batch(self, index: torch.Tensor) -> Batch:
+        """Windows ``index`` ``[B]`` padded to the longest: values/times/observed ``[B, C, T_max]``, target
+        ``[B, C, H]``."""
+        picked = [int(i) for i in index]
+        length = max(max(self.ends[i] - self.starts[i] for i in picked), 1)
+        n_channels = len(self.channel_ids)
+        values = torch.full((len(picked), n_channels, length), float("nan"))
+        times = torch.full((len(picked), n_channels, length), -self.span)
+        for row, i in enumerate(picked):
+            rows = slice(self.starts[i], self.ends[i])
+            t = self.ends[i] - self.starts[i]
+            values[row, :, :t] = self.values[:, rows]
+            times[row, :, :t] = torch.from_numpy(self.times[rows] - self.end_times[i]).float()
+        batch = Batch(values=values.nan_to_num(0.0), times=times, observed=~torch.isnan(values),
+                      channel_ids=self.channel_ids[None].expand(len(picked), -1).contiguous())
+        if self.horizon:
+            future = torch.stack([self.values[:, self.ends[i]:self.ends[i] + self.horizon] for i in picked])
+            batch.target_observed = ~torch.isnan(future)
+            batch.target = future.nan_to_num(0.0)
+        return batch
+
+
 def drop_observations(series: TimeSeries, fraction: float, seed: int) -> np.ndarray:
     """``[T, C]`` bool: each observation withheld independently with probability ``fraction`` (per channel,
     fixed ``seed``), so every channel keeps its own irregular subset of time stamps."""

@@ -1,0 +1,96 @@
+"""Embeddings of a series as a labelled `xarray.Dataset`: ``tsjepa.embed(pretrained, data)``.
+
+The series is tiled from its end backwards by windows of the encoder's span (overlapping when ``stride`` is
+shorter); each window gives a token per (channel, patch). The result keeps the input's labels: the window
+end timestamps on ``time``, the channel names on ``channel``, each patch's start (relative to the window
+end, and absolute) on ``patch``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from tsjepa.checkpoint import Pretrained
+from tsjepa.data.timeseries import TimeSeries, as_timeseries
+from tsjepa.data.windows import SpanWindows
+from tsjepa.eval.embed import encode_windows
+
+
+def window_ends(times: np.ndarray, span: float, stride: float | None = None) -> np.ndarray:
+    """Row indices ``[N]`` (ascending) of window ends tiling ``times`` ``[T]`` backwards from the series end
+    every ``stride`` time units (default ``span``): the last window ends one sampling interval after the
+    last row; a window's end is the first row at or after its nominal end time."""
+    stride = float(span if stride is None else stride)
+    if stride <= 0:
+        raise ValueError(f"stride must be positive, got {stride}")
+    dt = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
+    last = times[-1] + dt
+    nominal = last - stride * np.arange(int(np.ceil((last - times[0]) / stride)))
+    ends = np.searchsorted(times, nominal, side="left")
+    return np.unique(ends[ends >= 1])
+
+
+def time_coordinate(series: TimeSeries, model_times: np.ndarray) -> np.ndarray:
+    """Model times (``series.times`` units) as values of the series' own time coordinate."""
+    time = series.data["time"].values
+    if np.issubdtype(time.dtype, np.datetime64):
+        step = pd.Timedelta(series.data.attrs["step"]).to_timedelta64()
+        return time[0] + np.round(model_times * step.astype(np.int64)).astype("timedelta64[ns]")
+    return model_times
+
+
+def embed(pretrained: Pretrained, data, step: str | None = None, stride: float | None = None,
+          batch_size: int = 256, add_unknown_channels: bool = False,
+          device: torch.device | str = "cpu") -> xr.Dataset:
+    """Encode a series with a (frozen) pretrained encoder.
+
+    Args:
+        pretrained: from `tsjepa.from_pretrained`.
+        data: anything `as_timeseries` takes: an ``xr.DataArray`` (dims time x channel), an ``xr.Dataset``
+            (a variable per channel), a wide or long DataFrame, or per-channel ``(timestamps, values)``.
+        step: the time unit of datetime timestamps (e.g. ``"1h"``), in which the encoder's span is measured.
+        stride: time units between window ends (default: the span, non-overlapping windows).
+        add_unknown_channels: give channels the checkpoint does not know a new (untrained) identity
+            embedding instead of raising `UnknownChannelError`.
+
+    Returns:
+        ``xr.Dataset`` with ``embedding`` ``[time, channel, patch, feature]`` (float32), ``patch_observed``
+        ``[time, channel, patch]`` (the patch holds an observation), ``loc`` and ``scale``
+        ``[time, channel]`` (the window's instance-normalisation statistics); coordinates ``time`` (window
+        end, in the input's time coordinate), ``channel`` (names), ``patch`` (start relative to the window
+        end, time units), ``patch_start`` ``[time, patch]`` (absolute) and ``feature``.
+    """
+    series = as_timeseries(data, step=step)
+    encoder = pretrained.encoder
+    ids = pretrained.vocab.ids(series.channels, add_unknown=add_unknown_channels)
+    windows = SpanWindows(series, window_ends(series.times, encoder.config.span, stride), encoder.config.span, 0,
+                          ids)
+    out = encode_windows(encoder, windows, torch.arange(len(windows)), batch_size, device, desc="embed")
+    offsets = (encoder.tokenizer.patch_starts() * encoder.config.patch_duration).numpy().astype(np.float64)
+    end_times = windows.end_times
+    coords = {
+        "time": time_coordinate(series, end_times),
+        "channel": series.channels,
+        "patch": offsets,
+        "feature": np.arange(encoder.config.d_model),
+        "patch_start": (("time", "patch"), time_coordinate(series, end_times[:, None] + offsets[None, :])),
+    }
+    return xr.Dataset(
+        {
+            "embedding": (("time", "channel", "patch", "feature"), out.embeddings.numpy()),
+            "patch_observed": (("time", "channel", "patch"), out.patch_observed.numpy()),
+            "loc": (("time", "channel"), out.loc.numpy()),
+            "scale": (("time", "channel"), out.scale.numpy()),
+        },
+        coords=coords,
+        attrs={"name": series.name, "span": encoder.config.span, "patch_duration": encoder.config.patch_duration,
+               "pretrain_step": pretrained.step},
+    )
+
+
+def pooled(embeddings: xr.Dataset, dims: tuple[str, ...] = ("time", "channel", "patch")) -> xr.DataArray:
+    """Mean of the embeddings of observed patches over ``dims`` (default: one ``[feature]`` vector)."""
+    return embeddings["embedding"].where(embeddings["patch_observed"]).mean(dims)
