@@ -32,6 +32,22 @@ def compose_config(name: str, overrides: list[str]):
         return compose(config_name=name, overrides=overrides)
 
 
+def train_config(run_dir, steps=4):
+    """A tiny model pretrained on real ETTh1 for a few steps."""
+    return compose_config("train", [
+        "data=etth1", f"run_dir={run_dir}", f"train.steps={steps}", "train.batch_size=8",
+        "train.warmup=2", "train.log_every=2", "train.ckpt_every=2", *TINY_MODEL,
+    ])
+
+
+@pytest.fixture(scope="session")
+def pretrained(tmp_path_factory, shared_data) -> Path:
+    """Checkpoint directory of `train_config` (ETTh1 channels ``ett/HUFL`` ... ``ett/OT``, span 336)."""
+    import tsjepa.train
+
+    return tsjepa.train.train(train_config(tmp_path_factory.mktemp("run")))
+
+
 def random_batch(b: int = 2, c: int = 3, t: int = 64, span: float = 64.0, seed: int = 0) -> Batch:
     """Regular windows: one observation per time unit in [-span, 0)."""
     gen = torch.Generator().manual_seed(seed)

@@ -6,25 +6,12 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY_MODEL, compose_config
+from conftest import TINY_MODEL, compose_config, train_config
 from safetensors.torch import load_file
 
 import tsjepa.train as train_module
 from tsjepa.checkpoint import CheckpointError
 from tsjepa.eval import forecast
-
-
-def train_config(run_dir, steps=4):
-    return compose_config("train", [
-        "data=etth1", f"run_dir={run_dir}", f"train.steps={steps}", "train.batch_size=8",
-        "train.warmup=2", "train.log_every=2", "train.ckpt_every=2", *TINY_MODEL,
-    ])
-
-
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory, shared_data):
-    run_dir = tmp_path_factory.mktemp("run")
-    return train_module.train(train_config(run_dir))
 
 
 def test_pretraining_writes_checkpoint_and_diagnostics(pretrained):

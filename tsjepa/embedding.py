@@ -15,6 +15,7 @@ import xarray as xr
 
 from tsjepa.checkpoint import Pretrained
 from tsjepa.data.timeseries import TimeSeries, as_timeseries
+from tsjepa.data.vocab import ChannelVocab
 from tsjepa.data.windows import SpanWindows
 from tsjepa.eval.embed import encode_windows
 
@@ -53,8 +54,8 @@ def embed(pretrained: Pretrained, data, step: str | None = None, stride: float |
             (a variable per channel), a wide or long DataFrame, or per-channel ``(timestamps, values)``.
         step: the time unit of datetime timestamps (e.g. ``"1h"``), in which the encoder's span is measured.
         stride: time units between window ends (default: the span, non-overlapping windows).
-        add_unknown_channels: give channels the checkpoint does not know a new (untrained) identity
-            embedding instead of raising `UnknownChannelError`.
+        add_unknown_channels: give channels the checkpoint does not know the next free (untrained) identity
+            embeddings, in order, instead of raising `UnknownChannelError`; ``pretrained`` is left unchanged.
 
     Returns:
         ``xr.Dataset`` with ``embedding`` ``[time, channel, patch, feature]`` (float32), ``patch_observed``
@@ -65,7 +66,8 @@ def embed(pretrained: Pretrained, data, step: str | None = None, stride: float |
     """
     series = as_timeseries(data, step=step)
     encoder = pretrained.encoder
-    ids = pretrained.vocab.ids(series.channels, add_unknown=add_unknown_channels)
+    vocab = ChannelVocab.from_dict(pretrained.vocab.to_dict())  # a copy: embedding never changes the model
+    ids = vocab.ids(series.channels, add_unknown=add_unknown_channels)
     windows = SpanWindows(series, window_ends(series.times, encoder.config.span, stride), encoder.config.span, 0,
                           ids)
     out = encode_windows(encoder, windows, torch.arange(len(windows)), batch_size, device, desc="embed")
