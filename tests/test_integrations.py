@@ -15,7 +15,7 @@ from gluonts.dataset.common import ListDataset
 from gluonts.dataset.pandas import PandasDataset
 from gluonts.dataset.split import split
 from gluonts.ev.metrics import MASE, MSE, MeanWeightedSumQuantileLoss
-from gluonts.evaluation import Evaluator, make_evaluation_predictions
+from gluonts.evaluation import Evaluator, MultivariateEvaluator, make_evaluation_predictions
 from gluonts.model import evaluate_model
 from gluonts.model.predictor import Predictor
 from sktime.utils.estimator_checks import check_estimator
@@ -129,6 +129,13 @@ def test_gluonts_estimator_multivariate_finetuning_and_errors(pretrained, etth1)
     assert any(not torch.equal(tuned[k], v) for k, v in frozen.items())
     forecast = next(iter(predictor.predict(data)))
     assert forecast.samples.shape == (20, 12, 7) and np.isfinite(forecast.quantile(0.9)).all()
+    forecasts, series = make_evaluation_predictions(data, predictor)
+    aggregate, _ = MultivariateEvaluator(quantiles=[0.1, 0.5, 0.9])(series, forecasts)
+    assert np.isfinite([aggregate["MASE"], aggregate["mean_wQuantileLoss"], aggregate["6_MSE"]]).all()
+    _, template = split(data, offset=-48)
+    scores = evaluate_model(predictor, test_data=template.generate_instances(12, windows=3, distance=12),
+                            metrics=[MASE(), MSE()], seasonality=24)
+    assert np.isfinite(scores.to_numpy()).all()
     with pytest.raises(UnknownChannelError, match="unknown channel"):
         TSJEPAEstimator(str(pretrained), prediction_length=12, target_dim=1, channels=["nope"])
     with pytest.raises(ValueError, match="context_length 400 exceeds the checkpoint's span 336"):
