@@ -32,6 +32,11 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import lightning.pytorch as pl  # noqa: E402
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from gluonts.dataset.pandas import PandasDataset  # noqa: E402
@@ -44,11 +49,35 @@ from gluonts.torch import DeepAREstimator, PatchTSTEstimator  # noqa: E402
 from tsjepa.data.sources import load_card, load_dataset  # noqa: E402
 from tsjepa.data.windows import fit_scaler  # noqa: E402
 from tsjepa.integrations.gluonts import TSJEPAEstimator  # noqa: E402
-from tsjepa.results import device_description, write_results  # noqa: E402
+from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HORIZON, CONTEXT, SEASON = 96, 336, 24
 QUANTILES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+PLOT_SERIES = "ett/OT"
+
+
+def plot(path: Path, rows: list[dict], examples: dict, history: np.ndarray, truth: np.ndarray) -> None:
+    """Left: the three metrics per model. Right: each model's median and 10-90% band for one test window of
+    oil temperature (``examples``: label -> forecast), after its last two days of history."""
+    fig, (bars, fan) = plt.subplots(1, 2, figsize=(14, 4.2), gridspec_kw={"width_ratios": [1, 1.4]})
+    labels = [f"{r['model']}\n{r['mode']}" for r in rows]
+    x = np.arange(len(rows))
+    for k, metric in enumerate(("mase", "mean_wql", "mse")):
+        bars.bar(x + (k - 1) * 0.27, [r[metric] for r in rows], 0.27, label=metric)
+    bars.set_xticks(x, labels, fontsize=7)
+    bars.legend(fontsize=8)
+    bars.set_title(f"ETTh1, horizon {HORIZON}: lower is better", fontsize=9)
+    fan.plot(np.arange(-len(history), 0), history, color="0.4", lw=1, label="history")
+    fan.plot(np.arange(HORIZON), truth, color="black", lw=1.2, label="truth")
+    for label, forecast in examples.items():
+        line = fan.plot(np.arange(HORIZON), forecast.quantile(0.5), lw=1.1, label=label)[0]
+        fan.fill_between(np.arange(HORIZON), forecast.quantile(0.1), forecast.quantile(0.9), alpha=0.15,
+                         color=line.get_color())
+    fan.axvline(0, color="0.7", ls="--", lw=0.8)
+    fan.legend(fontsize=7, ncol=3)
+    fan.set_title(f"{PLOT_SERIES}, one test window: median and 10-90% band", fontsize=9)
+    save_figure(fig, path)
 
 
 def etth1_datasets(data_dir: str | None) -> tuple[PandasDataset, PandasDataset]:
@@ -106,7 +135,9 @@ def main() -> None:
                 **budget)),
             "seasonal-naive": (("seasonal-naive", "naive"), None),
         }
-        rows = []
+        rows, examples = [], {}
+        inputs, labels = zip(*test_data, strict=True)
+        pick = [i for i, entry in enumerate(inputs) if entry["item_id"] == PLOT_SERIES][windows // 2]
         for name in args.models:
             (model, mode), make = models[name]
             pl.seed_everything(args.seed, verbose=False)
@@ -120,6 +151,7 @@ def main() -> None:
                          "mean_wql": float(scores["mean_weighted_sum_quantile_loss"].iloc[0]),
                          "mse": float(scores["MSE[mean]"].iloc[0]),
                          "n_windows": len(test_data), "train_s": round(train_s, 1)})
+            examples[f"{model} ({mode})"] = next(iter(predictor.predict([inputs[pick]])))
             print({k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
     out = write_results(
         args.out_dir, "gluonts", "etth1", rows, seed=args.seed,
@@ -135,7 +167,8 @@ def main() -> None:
                f"pretrained checkpoint `{args.ckpt}` (self-supervised on the same train months); `random-init` "
                "is the same architecture trained from scratch. `train_s`: training wall time."),
     )
-    print(f"results: {out} (+ .md), {time.time() - start:.0f} s")
+    plot(out.with_suffix(".png"), rows, examples, inputs[pick]["target"][-48:], labels[pick]["target"])
+    print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
 
 
 if __name__ == "__main__":
