@@ -162,9 +162,16 @@ def test_gluonts_example_reports_every_model(pretrained, tmp_path, shared_data):
     assert "| deepar | supervised |" in (tmp_path / "gluonts" / "etth1.md").read_text()
 
 
+def assert_conforms(estimator) -> None:
+    """sktime's own conformance suite: every check it runs on ``estimator`` passes."""
+    results = check_estimator(estimator, raise_exceptions=False, verbose=False)
+    failed = {name: str(outcome)[:300] for name, outcome in results.items() if outcome != "PASSED"}
+    assert results and not failed
+
+
 @pytest.mark.parametrize("estimator", [TSJEPAForecaster, TSJEPATransformer])
 def test_sktime_conformance(estimator):
-    check_estimator(estimator, raise_exceptions=True, verbose=False)
+    assert_conforms(estimator)
 
 
 def test_sktime_estimators_with_a_pretrained_checkpoint(pretrained, etth1):
@@ -181,5 +188,4 @@ def test_sktime_estimators_with_a_pretrained_checkpoint(pretrained, etth1):
         TSJEPAForecaster(str(pretrained)).fit(frame, fh=[1])
     features = TSJEPATransformer(str(pretrained), channels=channels).fit_transform(frame)
     assert features.shape == (1, 32)
-    check_estimator(TSJEPAForecaster(str(pretrained), add_unknown_channels=True, max_windows=64),
-                    raise_exceptions=True, verbose=False)
+    assert_conforms(TSJEPAForecaster(str(pretrained), add_unknown_channels=True, max_windows=64))

@@ -9,7 +9,6 @@ end, and absolute) on ``patch``.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import torch
 import xarray as xr
 
@@ -20,27 +19,18 @@ from tsjepa.data.windows import SpanWindows
 from tsjepa.eval.embed import encode_windows
 
 
-def window_ends(times: np.ndarray, span: float, stride: float | None = None) -> np.ndarray:
-    """Row indices ``[N]`` (ascending) of window ends tiling ``times`` ``[T]`` backwards from the series end
-    every ``stride`` time units (default ``span``): the last window ends one sampling interval after the
-    last row; a window's end is the first row at or after its nominal end time."""
+def window_ends(series: TimeSeries, span: float, stride: float | None = None) -> np.ndarray:
+    """Row indices ``[N]`` (ascending) of window ends tiling ``series`` backwards from its end every
+    ``stride`` time units (default ``span``): the last window ends one sampling interval after the last row;
+    a window's end is the first row at or after its nominal end time."""
     stride = float(span if stride is None else stride)
     if stride <= 0:
         raise ValueError(f"stride must be positive, got {stride}")
-    dt = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
-    last = times[-1] + dt
+    times = series.times
+    last = times[-1] + series.interval
     nominal = last - stride * np.arange(int(np.ceil((last - times[0]) / stride)))
     ends = np.searchsorted(times, nominal, side="left")
     return np.unique(ends[ends >= 1])
-
-
-def time_coordinate(series: TimeSeries, model_times: np.ndarray) -> np.ndarray:
-    """Model times (``series.times`` units) as values of the series' own time coordinate."""
-    time = series.data["time"].values
-    if np.issubdtype(time.dtype, np.datetime64):
-        step = pd.Timedelta(series.data.attrs["step"]).to_timedelta64()
-        return time[0] + np.round(model_times * step.astype(np.int64)).astype("timedelta64[ns]")
-    return model_times
 
 
 def embed(pretrained: Pretrained, data, step: str | None = None, stride: float | None = None,
@@ -68,17 +58,17 @@ def embed(pretrained: Pretrained, data, step: str | None = None, stride: float |
     encoder = pretrained.encoder
     vocab = ChannelVocab.from_dict(pretrained.vocab.to_dict())  # a copy: embedding never changes the model
     ids = vocab.ids(series.channels, add_unknown=add_unknown_channels)
-    windows = SpanWindows(series, window_ends(series.times, encoder.config.span, stride), encoder.config.span, 0,
+    windows = SpanWindows(series, window_ends(series, encoder.config.span, stride), encoder.config.span, 0,
                           ids)
     out = encode_windows(encoder, windows, torch.arange(len(windows)), batch_size, device, desc="embed")
     offsets = (encoder.tokenizer.patch_starts() * encoder.config.patch_duration).numpy().astype(np.float64)
     end_times = windows.end_times
     coords = {
-        "time": time_coordinate(series, end_times),
+        "time": series.time_at(end_times),
         "channel": series.channels,
         "patch": offsets,
         "feature": np.arange(encoder.config.d_model),
-        "patch_start": (("time", "patch"), time_coordinate(series, end_times[:, None] + offsets[None, :])),
+        "patch_start": (("time", "patch"), series.time_at(end_times[:, None] + offsets[None, :])),
     }
     return xr.Dataset(
         {

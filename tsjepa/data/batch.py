@@ -50,6 +50,20 @@ class Batch:
         }
         return replace(self, **picked)
 
+    @classmethod
+    def padded(cls, values: list[Tensor], times: list[Tensor], channel_ids: Tensor, pad_time: float) -> Batch:
+        """Windows of different lengths as one batch: ``values[i]`` ``[C, t_i]`` (NaN = unobserved) and
+        ``times[i]`` ``[t_i]`` (shared by the channels) -> ``[B, C, max t_i]``, the padding unobserved at
+        ``pad_time``; ``channel_ids`` ``[C]``."""
+        length = max(max(len(t) for t in times), 1)
+        shape = (len(values), len(channel_ids), length)
+        padded_values, padded_times = torch.full(shape, float("nan")), torch.full(shape, pad_time)
+        for row, (v, t) in enumerate(zip(values, times, strict=True)):
+            padded_values[row, :, : len(t)] = v
+            padded_times[row, :, : len(t)] = t
+        return cls(values=padded_values.nan_to_num(0.0), times=padded_times, observed=~torch.isnan(padded_values),
+                   channel_ids=channel_ids[None].expand(len(values), -1).contiguous())
+
     def validate(self, span: float) -> None:
         """Raise `BatchError` naming the first problem found."""
         if self.values.ndim != 3:

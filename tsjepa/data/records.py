@@ -123,14 +123,5 @@ class RecordWindows:
     def batch(self, index: torch.Tensor) -> Batch:
         """Records ``index`` ``[B]`` padded to the longest: values/times/observed ``[B, C, T_max]``."""
         picked = [int(i) for i in index]
-        length = max(max(len(self.times[i]) for i in picked), 1)
-        n_channels = len(self.channel_ids)
-        values = torch.full((len(picked), n_channels, length), float("nan"))
-        times = torch.full((len(picked), n_channels, length), -self.END_MARGIN)
-        for row, i in enumerate(picked):
-            t = len(self.times[i])
-            values[row, :, :t] = self.values[i]
-            times[row, :, :t] = self.times[i]
-        observed = ~torch.isnan(values)
-        return Batch(values=values.nan_to_num(0.0), times=times, observed=observed,
-                     channel_ids=self.channel_ids[None].expand(len(picked), -1).contiguous())
+        return Batch.padded([self.values[i] for i in picked], [self.times[i] for i in picked], self.channel_ids,
+                            -self.END_MARGIN)

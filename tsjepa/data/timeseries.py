@@ -212,6 +212,20 @@ class TimeSeries:
             return ((time - time[0]) / step).astype(np.float64)
         return time.astype(np.float64)
 
+    @property
+    def interval(self) -> float:
+        """Median spacing of the timestamps in model time units (1.0 for a single row)."""
+        times = self.times
+        return float(np.median(np.diff(times))) if len(times) > 1 else 1.0
+
+    def time_at(self, model_times: np.ndarray) -> np.ndarray:
+        """Model times (`times` units, any shape) as values of this series' own time coordinate."""
+        time = self.data["time"].values
+        if np.issubdtype(time.dtype, np.datetime64):
+            step = pd.Timedelta(self.data.attrs["step"]).to_timedelta64()
+            return time[0] + np.round(model_times * step.astype(np.int64)).astype("timedelta64[ns]")
+        return model_times
+
     def __len__(self) -> int:
         return self.data.sizes["time"]
 

@@ -53,9 +53,8 @@ class Windows:
         start, end = rows
         values = series.values if scaler is None else scaler.transform(series.values)
         self.values = torch.from_numpy(np.ascontiguousarray(values.T, dtype=np.float32))  # [C, T]
-        times = series.times
-        self.dt = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
-        self.times = torch.from_numpy(times)  # [T] float64: exact before subtraction
+        self.dt = series.interval
+        self.times = torch.from_numpy(series.times)  # [T] float64: exact before subtraction
         self.hidden = None if hidden is None else torch.from_numpy(np.ascontiguousarray(hidden.T))  # [C, T]
         self.channel_ids = torch.as_tensor(channel_ids, dtype=torch.long)
         self.lookback, self.horizon = lookback, horizon
@@ -128,8 +127,7 @@ class SpanWindows:
         values = series.values if scaler is None else scaler.transform(series.values)
         self.values = torch.from_numpy(np.ascontiguousarray(values.T, dtype=np.float32))  # [C, T]
         times = series.times
-        dt = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
-        self.end_times = np.append(times, times[-1] + dt)[ends]  # [N] float64
+        self.end_times = np.append(times, times[-1] + series.interval)[ends]  # [N] float64
         self.starts = np.searchsorted(times, self.end_times - span, side="left")  # first row inside
         self.times, self.ends = times, ends
         self.span, self.horizon = float(span), horizon
@@ -142,17 +140,9 @@ class SpanWindows:
         """Windows ``index`` ``[B]`` padded to the longest: values/times/observed ``[B, C, T_max]``, target
         ``[B, C, H]``."""
         picked = [int(i) for i in index]
-        length = max(max(self.ends[i] - self.starts[i] for i in picked), 1)
-        n_channels = len(self.channel_ids)
-        values = torch.full((len(picked), n_channels, length), float("nan"))
-        times = torch.full((len(picked), n_channels, length), -self.span)
-        for row, i in enumerate(picked):
-            rows = slice(self.starts[i], self.ends[i])
-            t = self.ends[i] - self.starts[i]
-            values[row, :, :t] = self.values[:, rows]
-            times[row, :, :t] = torch.from_numpy(self.times[rows] - self.end_times[i]).float()
-        batch = Batch(values=values.nan_to_num(0.0), times=times, observed=~torch.isnan(values),
-                      channel_ids=self.channel_ids[None].expand(len(picked), -1).contiguous())
+        rows = {i: slice(self.starts[i], self.ends[i]) for i in picked}
+        times = [torch.from_numpy(self.times[rows[i]] - self.end_times[i]).float() for i in picked]
+        batch = Batch.padded([self.values[:, rows[i]] for i in picked], times, self.channel_ids, -self.span)
         if self.horizon:
             future = torch.stack([self.values[:, self.ends[i]:self.ends[i] + self.horizon] for i in picked])
             batch.target_observed = ~torch.isnan(future)

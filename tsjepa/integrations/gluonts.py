@@ -56,6 +56,14 @@ TRAINING_INPUT_NAMES = [*PREDICTION_INPUT_NAMES, "future_target", "future_observ
 STUDENT_T = StudentTOutput()  # the default output distribution, as in GluonTS's own estimators
 
 
+def check_context_length(context_length: int, span: float) -> None:
+    """One step of the dataset's freq is one time unit: more context than the encoder's span cannot be read
+    (earlier observations would fall outside the window)."""
+    if context_length > span:
+        raise ValueError(f"context_length {context_length} exceeds the checkpoint's span {span} "
+                         "(one step of the dataset's freq is one time unit)")
+
+
 class SetChannelIds(MapTransformation):
     """Adds ``channel_ids`` ``[C]`` (int64) to each entry: the fixed ``ids`` of the target dimensions, or
     the id ``lookup[entry[field]]`` of a univariate entry's channel (e.g. ``field="item_id"``)."""
@@ -102,9 +110,7 @@ class TSJEPAForecastModel(nn.Module):
                  finetune_encoder: bool = False, num_parallel_samples: int = 100) -> None:
         super().__init__()
         self.encoder = Encoder(EncoderConfig(**encoder_config))
-        if context_length > self.encoder.config.span:
-            raise ValueError(f"context_length {context_length} exceeds the encoder's span "
-                             f"{self.encoder.config.span} (time units = steps of the dataset's freq)")
+        check_context_length(context_length, self.encoder.config.span)
         self.prediction_length, self.context_length, self.target_dim = prediction_length, context_length, target_dim
         self.distr_output, self.head_dim = distr_output, head_dim
         self.finetune_encoder, self.num_parallel_samples = finetune_encoder, num_parallel_samples
@@ -221,9 +227,7 @@ class TSJEPAEstimator(PyTorchLightningEstimator):
         self.pretrained = from_pretrained(checkpoint)
         span = self.pretrained.encoder.config.span
         self.context_length = int(context_length or span)
-        if self.context_length > span:
-            raise ValueError(f"context_length {self.context_length} exceeds the checkpoint's span {span} "
-                             "(one step of the dataset's freq is one time unit)")
+        check_context_length(self.context_length, span)
         vocab = self.pretrained.vocab
         if channel_field is not None:
             self.channel_ids = SetChannelIds(lookup={n: i for i, n in enumerate(vocab.names)}, field=channel_field)

@@ -110,9 +110,8 @@ class TSJEPAForecaster(BaseForecaster):
         self.scaler_ = fit_scaler(series, (0, len(series)))
         ends = np.arange(1, len(series) - self.horizon_ + 1)
         ends = np.unique(ends[np.linspace(0, len(ends) - 1, min(len(ends), self.max_windows)).round().astype(int)])
-        n_val = len(ends) // 5
-        splits = {"train": ends[: len(ends) - n_val] if n_val else ends, "val": ends[len(ends) - n_val:] if n_val
-                  else ends}
+        n_val = len(ends) // 5  # too few windows for a held-out fifth: choose the penalty on the train windows
+        splits = {"train": ends[:-n_val], "val": ends[-n_val:]} if n_val else {"train": ends, "val": ends}
         encoded, target, keep = {}, {}, {}
         for split, split_ends in splits.items():
             windows = SpanWindows(series, split_ends, self.pretrained_.encoder.config.span, self.horizon_, self.ids_,
