@@ -2,11 +2,16 @@
 
 import json
 
+import numpy as np
 import pytest
+import torch
 from conftest import TINY_MODEL, compose_config
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
 
 import tsjepa.train as train_module
 from tsjepa.eval import classify
+from tsjepa.models import Encoder, EncoderConfig
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +60,29 @@ def test_classify_protocol_and_leak_guard(fold0_checkpoint, tmp_path):
     assert rows["summary-stats", "gradient-boosting"]["auroc"] > 0.8  # a known-strong classical baseline
     assert record["finetune"][0]["steps"] == 2
     assert path.with_suffix(".png").exists()
+
+
+def test_channel_pool_statistics_of_observed_tokens():
+    emb = torch.arange(2 * 3 * 4 * 2, dtype=torch.float32).reshape(2, 3, 4, 2)  # [N, C, P, D]
+    observed = torch.tensor([[[1, 0, 1, 0], [0, 0, 0, 0], [0, 1, 1, 1]]] * 2, dtype=torch.bool)
+    pooled = classify.channel_pool(emb, observed, ["mean", "max", "last"]).reshape(2, 3, 7)
+    ch0 = emb[0, 0, [0, 2]]
+    assert torch.equal(pooled[0, 0], torch.cat([ch0.mean(0), ch0.amax(0), emb[0, 0, 2], torch.ones(1)]))
+    assert torch.equal(pooled[1, 2, 4:6], emb[1, 2, 3])  # the last observed patch
+    assert torch.equal(pooled[0, 1], torch.zeros(7))  # a never-observed channel: zeros and flag 0
+    with pytest.raises(ValueError, match="pool must be a non-empty list"):
+        classify.channel_pool(emb, observed, ["median"])
+
+
+def test_finetuning_head_starts_at_the_logistic_probe():
+    rng = np.random.default_rng(0)
+    encoder = Encoder(EncoderConfig(span=8.0, patch_duration=4.0, slots=2, d_model=8, depth=1, heads=2))
+    model = classify.Classifier(encoder, n_channels=2, n_static=3, pool=["mean"])
+    features = rng.normal(2.0, 3.0, (200, model.head.in_features))
+    labels = (features[:, 0] + rng.normal(size=200) > 2).astype(int)
+    model.init_head(features, labels, c=0.1, seed=0)
+    scaler = StandardScaler().fit(features)
+    probe = LogisticRegression(C=0.1, class_weight="balanced", max_iter=3000, random_state=0)
+    probe.fit(scaler.transform(features), labels)
+    logits = model.head(torch.as_tensor(features, dtype=torch.float32))[:, 0].detach().numpy()
+    np.testing.assert_allclose(logits, probe.decision_function(scaler.transform(features)), atol=1e-4)

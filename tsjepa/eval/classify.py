@@ -6,11 +6,12 @@ scored with an encoder pretrained without fold ``k``'s records: a ``*`` in ``ckp
 number (``runs/physionet2012-fold*-clinical-cpu-s0/checkpoints/last``), and a checkpoint whose pretraining
 data included the held-out records is refused. Every model sees the same folds:
 
-- ``tsjepa`` / ``probe``: frozen encoder; per channel the mean of its observed token embeddings (zeros and
-  a flag for a channel never observed), concatenated over channels with the static descriptors, then a
-  logistic regression (penalty chosen by inner cross-validation on the training folds);
-- ``tsjepa`` / ``finetune``: encoder + linear head trained end to end (binary cross-entropy, early stopping
-  on the AUROC of a stratified val part of the training folds);
+- ``tsjepa`` / ``probe``: frozen encoder; per channel the ``eval.pool`` statistics (mean, max, last) of its
+  observed token embeddings (zeros and a flag for a channel never observed), concatenated over channels with
+  the static descriptors, then a logistic regression (penalty chosen by inner cross-validation on the
+  training folds);
+- ``tsjepa`` / ``finetune``: encoder + linear head trained end to end from the probe's solution (binary
+  cross-entropy, early stopping on the AUROC of a stratified val part of the training folds);
 - ``random-init`` / ``probe``: the same architecture with random weights, frozen (what pretraining adds);
 - ``summary-stats`` / ``logistic`` and ``gradient-boosting``: per-channel count, mean, std, min, max, first
   and last value plus the static descriptors, with logistic regression or scikit-learn's
@@ -22,6 +23,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -51,14 +53,31 @@ from tsjepa.models import Encoder, EncoderOutput  # noqa: E402
 from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
 from tsjepa.train import resolve_device  # noqa: E402
 
+POOLS = ("mean", "max", "last")
 
-def channel_pool(embeddings: Tensor, patch_observed: Tensor) -> Tensor:
-    """``[N, C, P, D]`` -> ``[N, C * (D + 1)]``: per channel the mean of its observed tokens and a flag
-    saying whether it was observed at all (a never-observed channel pools to zeros)."""
+
+def channel_pool(embeddings: Tensor, patch_observed: Tensor, pool: Sequence[str] = ("mean",)) -> Tensor:
+    """``[N, C, P, D]`` -> ``[N, C * (len(pool) * D + 1)]``: per channel the ``pool`` statistics of its
+    observed tokens (``mean``, elementwise ``max``, the ``last`` observed token) and a flag saying whether it
+    was observed at all (a never-observed channel pools to zeros)."""
+    unknown = set(pool) - set(POOLS)
+    if unknown or not pool:
+        raise ValueError(f"pool must be a non-empty list of {POOLS}, got {list(pool)}")
+    seen = patch_observed.any(-1, keepdim=True)  # [N, C, 1]
     w = patch_observed[..., None].to(embeddings.dtype)
-    pooled = (embeddings * w).sum(2) / w.sum(2).clamp(min=1)  # [N, C, D]
-    seen = patch_observed.any(-1, keepdim=True).to(embeddings.dtype)  # [N, C, 1]
-    return rearrange(torch.cat([pooled, seen], -1), "n c f -> n (c f)")
+    stats = {
+        "mean": lambda: (embeddings * w).sum(2) / w.sum(2).clamp(min=1),
+        "max": lambda: embeddings.masked_fill(~patch_observed[..., None], float("-inf")).amax(2).where(seen, 0.0),
+        "last": lambda: embeddings[torch.arange(len(embeddings))[:, None], torch.arange(embeddings.shape[1]),
+                                   last_observed(patch_observed)] * seen,
+    }
+    return rearrange(torch.cat([*(stats[p]() for p in pool), seen.to(embeddings.dtype)], -1), "n c f -> n (c f)")
+
+
+def last_observed(patch_observed: Tensor) -> Tensor:
+    """``[N, C, P]`` -> ``[N, C]``: index of each channel's last observed patch (0 when none is)."""
+    positions = torch.arange(patch_observed.shape[-1], device=patch_observed.device)
+    return torch.where(patch_observed, positions, 0).amax(-1)
 
 
 def summary_features(records: RecordSet) -> np.ndarray:
@@ -97,15 +116,27 @@ def scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 class Classifier(nn.Module):
     """Encoder + a linear head on the channel-pooled embeddings and the (imputed, standardised) statics."""
 
-    def __init__(self, encoder: Encoder, n_channels: int, n_static: int) -> None:
+    def __init__(self, encoder: Encoder, n_channels: int, n_static: int, pool: Sequence[str]) -> None:
         super().__init__()
-        self.encoder = encoder
-        self.head = nn.Linear(n_channels * (encoder.config.d_model + 1) + n_static, 1)
+        self.encoder, self.pool = encoder, tuple(pool)
+        self.head = nn.Linear(n_channels * (len(self.pool) * encoder.config.d_model + 1) + n_static, 1)
 
     def forward(self, batch, static: Tensor) -> Tensor:
         """Batch ``[B, C, T]`` and static ``[B, S]`` -> logits ``[B]``."""
         out = self.encoder(batch)
-        return self.head(torch.cat([channel_pool(out.embeddings, out.patch_observed), static], -1))[:, 0]
+        return self.head(torch.cat([channel_pool(out.embeddings, out.patch_observed, self.pool), static], -1))[:, 0]
+
+    @torch.no_grad()
+    def init_head(self, features: np.ndarray, labels: np.ndarray, c: float, seed: int) -> None:
+        """Linear probing before fine-tuning (Kumar et al. 2022): the head becomes the class-balanced logistic
+        regression (inverse penalty ``c``, on standardised inputs) of the frozen head inputs ``features``
+        ``[N, F]``, with the standardisation folded into its weights."""
+        scaler = StandardScaler().fit(features)
+        probe = LogisticRegression(C=c, class_weight="balanced", max_iter=3000, random_state=seed)
+        probe.fit(scaler.transform(features), labels)
+        weight = probe.coef_[0] / scaler.scale_
+        self.head.weight.copy_(torch.as_tensor(weight[None], dtype=torch.float32))
+        self.head.bias.fill_(float(probe.intercept_[0] - weight @ scaler.mean_))
 
 
 @torch.no_grad()
@@ -117,18 +148,22 @@ def logits_of(model: Classifier, windows: RecordWindows, static: Tensor, batch_s
     return torch.cat([model(windows.batch(i).to(device), static[i].to(device)).cpu() for i in index.split(batch_size)])
 
 
-def finetune_classifier(encoder: Encoder, train: RecordWindows, static: np.ndarray, labels: np.ndarray,
-                        cfg: DictConfig, seed: int, device, desc: str) -> tuple[Classifier, callable, dict]:
-    """Trains encoder + head on ``train`` with binary cross-entropy (positives weighted by the class ratio);
-    a stratified ``cfg.val_fraction`` is held out for early stopping on AUROC (`train_with_early_stopping`).
-    Returns the best model, the static-feature transform it expects, and a log."""
+def finetune_classifier(encoder: Encoder, train: RecordWindows, pooled: np.ndarray, static: np.ndarray,
+                        labels: np.ndarray, pool: Sequence[str], c: float, cfg: DictConfig, seed: int, device,
+                        desc: str) -> tuple[Classifier, callable, dict]:
+    """Trains encoder + head on ``train`` with binary cross-entropy (positives weighted by the class ratio),
+    starting from the logistic probe of the frozen encoder's ``pooled`` features ``[N, F]`` (inverse penalty
+    ``c``); a stratified ``cfg.val_fraction`` is held out for early stopping on AUROC
+    (`train_with_early_stopping`). Returns the best model, the static-feature transform it expects, and a log."""
     index = np.arange(len(train))
     fit_idx, val_idx = train_test_split(index, test_size=cfg.val_fraction, stratify=labels, random_state=seed)
     prep = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler())
     prep.fit(static[fit_idx])
     static_t = torch.as_tensor(prep.transform(static), dtype=torch.float32)
     y = torch.as_tensor(labels, dtype=torch.float32)
-    model = Classifier(encoder, len(train.channel_ids), static.shape[1]).to(device)
+    model = Classifier(encoder, len(train.channel_ids), static.shape[1], pool)
+    model.init_head(np.concatenate([pooled, static_t.numpy()], 1)[fit_idx], labels[fit_idx], c, seed)
+    model = model.to(device)
     groups = [{"params": model.encoder.parameters(), "lr": cfg.lr},
               {"params": model.head.parameters(), "lr": cfg.head_lr}]
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
@@ -198,6 +233,7 @@ def run(cfg: DictConfig) -> Path:
         train_idx, test_idx = records.split(fold, cfg.data.folds, cfg.data.fold_seed)
         y_train, y_test = records.labels[train_idx], records.labels[test_idx]
         probs: dict[str, np.ndarray] = {}
+        probe_c: dict[str, float] = {}
         for model_name, model in (("summary-stats/logistic", logistic(cfg.seed, list(cfg.eval.cs))),
                                   ("summary-stats/gradient-boosting",
                                    HistGradientBoostingClassifier(random_state=cfg.seed))):
@@ -213,21 +249,25 @@ def run(cfg: DictConfig) -> Path:
         encoders = {"tsjepa": pretrained.encoder}
         if cfg.eval.random_baseline:
             encoders["random-init"] = Encoder(pretrained.encoder.config).to(device)
+        pooled: dict[str, np.ndarray] = {}
         for model_name, encoder in encoders.items():
             out: EncoderOutput = encode_windows(encoder, windows, torch.arange(len(windows)), cfg.eval.batch_size,
                                                 device, desc=f"fold {fold} {model_name}")
-            features = np.concatenate([channel_pool(out.embeddings, out.patch_observed).numpy(), records.static], 1)
+            pooled[model_name] = channel_pool(out.embeddings, out.patch_observed, cfg.eval.pool).numpy()
+            features = np.concatenate([pooled[model_name], records.static], 1)
             probe = logistic(cfg.seed, list(cfg.eval.cs)).fit(features[train_idx], y_train)
             probs[f"{model_name}/probe"] = probe.predict_proba(features[test_idx])[:, 1]
+            probe_c[model_name] = float(probe.best_params_["logisticregression__C"])
         if "finetune" in cfg.eval.modes:
             train_windows = RecordWindows(records.subset(train_idx), ids, scaler, card.protocol["span"])
             test_windows = RecordWindows(records.subset(test_idx), ids, scaler, card.protocol["span"])
             model, static_of, log = finetune_classifier(
-                copy.deepcopy(pretrained.encoder), train_windows, records.static[train_idx], y_train,
-                cfg.eval.finetune, cfg.seed + fold, device, desc=f"fold {fold} finetune")
+                copy.deepcopy(pretrained.encoder), train_windows, pooled["tsjepa"][train_idx],
+                records.static[train_idx], y_train, cfg.eval.pool, probe_c["tsjepa"], cfg.eval.finetune,
+                cfg.seed + fold, device, desc=f"fold {fold} finetune")
             logits = logits_of(model, test_windows, static_of(records.static[test_idx]), cfg.eval.batch_size, device)
             probs["tsjepa/finetune"] = torch.sigmoid(logits).numpy()
-            logs.append({"fold": fold, **log})
+            logs.append({"fold": fold, "probe_c": probe_c["tsjepa"], **log})
         for key, p in probs.items():
             per_fold.setdefault(key, []).append({"fold": fold, **scores(y_test, p)})
         print(f"fold {fold}: " + "  ".join(f"{k} auroc={per_fold[k][-1]['auroc']:.3f}" for k in probs))
