@@ -96,8 +96,9 @@ def test_crosschannel_eval_ranks_channels(smd_checkpoint, tmp_path):
                                   "eval.series=[machine-1-2]", "eval.windows_per_segment=1", "eval.injections=6",
                                   "eval.normal_windows=20", "eval.random_baseline=false"])
     record = json.loads(crosschannel.run(cfg).read_text())
-    rows = {(r["model"], r["series"]): r for r in record["rows"]}
-    assert set(rows) == {(m, s) for m in ("zscore", "pca", "tsjepa") for s in ("machine-1-2", "mean")}
+    rows = {(r["model"], r["mode"], r["series"]): r for r in record["rows"]}
+    models = (("zscore", "baseline"), ("pca", "baseline"), ("iforest", "baseline"), ("tsjepa", "prediction"))
+    assert set(rows) == {(m, mode, s) for m, mode in models for s in ("machine-1-2", "mean")}
     for r in rows.values():
         assert 0 <= r["hitrate@100"] <= r["hitrate@150"] <= 1 and 0 <= r["top1"] <= 1 and 0 < r["mrr"] <= 1
         assert r["n_segments"] == 10 and r["n_injected"] == 6
@@ -109,3 +110,18 @@ def test_rank_of_counts_ties_against_the_true_channel():
 
     scores = np.array([[0.1, 0.9, 0.5], [1.0, 1.0, 1.0]])
     assert rank_of(scores, np.array([1, 0])).tolist() == [1, 3]
+
+
+def test_channel_baselines_rank_a_shifted_channel_first():
+    from tsjepa.eval.crosschannel import ChannelBaselines
+
+    rng = np.random.default_rng(0)
+    def correlated(*shape):  # four channels driven by one factor, so PCA keeps a single component
+        return rng.normal(size=(*shape, 1)) + 0.1 * rng.normal(size=(*shape, 4))
+
+    train, rows = correlated(2000), correlated(3, 20)
+    rows[:, :, 2] += 6.0  # channel 2 leaves its normal range and its relation to the others
+    scores = ChannelBaselines(train, seed=0)(rows)
+    assert set(scores) == {"zscore", "pca", "iforest"}
+    for name, s in scores.items():
+        assert s.shape == (3, 4) and (s.argmax(1) == 2).all(), name

@@ -13,8 +13,9 @@ Two questions, one encoder:
    is broken. Reported: how often the injected channel is ranked first (``top1``; chance = 1 / C) and its
    mean reciprocal rank.
 
-Baselines on the same windows: ``zscore`` (per-channel largest robust z-score over the scored rows) and
-``pca`` (per-channel squared residual of a PCA fit on train rows, 95% of the variance), and the same
+Baselines on the same windows: ``zscore`` (per-channel largest robust z-score over the scored rows), ``pca``
+(per-channel squared residual of a PCA fit on train rows, 95% of the variance), ``iforest`` (one
+IsolationForest per channel on its train values; the mean anomaly score over the scored rows), and the same
 architecture at random weights.
 """
 
@@ -31,6 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
+from sklearn.ensemble import IsolationForest  # noqa: E402
 
 from tsjepa.data.batch import Batch  # noqa: E402
 from tsjepa.eval.detection import localisation_metrics  # noqa: E402
@@ -47,13 +49,17 @@ class ChannelBaselines:
         self.median = np.median(train_rows, 0)
         self.mad = 1.4826 * np.median(np.abs(train_rows - self.median), 0) + 1e-6
         self.pca = PCA(n_components=0.95, random_state=seed).fit(train_rows)
+        self.forests = [IsolationForest(random_state=seed).fit(column[:, None]) for column in train_rows.T]
 
     def __call__(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """``[N, R, C]`` -> name -> ``[N, C]``."""
         flat = rows.reshape(-1, rows.shape[-1])
         residual = (flat - self.pca.inverse_transform(self.pca.transform(flat))) ** 2
+        isolation = np.stack([-forest.score_samples(column[:, None])
+                              for forest, column in zip(self.forests, flat.T, strict=True)], -1)
         return {"zscore": np.abs((rows - self.median) / self.mad).max(1),
-                "pca": residual.reshape(rows.shape).mean(1)}
+                "pca": residual.reshape(rows.shape).mean(1),
+                "iforest": isolation.reshape(rows.shape).mean(1)}
 
 
 def segment_windows(setup: ScoringSetup, start: int, end: int, limit: int) -> torch.Tensor:
@@ -141,8 +147,8 @@ def run(cfg: DictConfig) -> Path:
         seg_rows = [setup.scaled[first + s.start : first + s.end][None] for s in segments]
         seg_baselines = [baselines(r) for r in seg_rows]  # name -> [1, C] per segment
         inj_baselines = baselines(injected_rows(setup, targets, channels, sources))
-        for mode in ("zscore", "pca"):
-            rank_scores["baseline-" + mode, mode] = ([b[mode][0] for b in seg_baselines], inj_baselines[mode])
+        for baseline in ("zscore", "pca", "iforest"):
+            rank_scores[baseline, "baseline"] = ([b[baseline][0] for b in seg_baselines], inj_baselines[baseline])
         for model, (enc, pred) in bench.models.items():
             desc = f"{item.name}/{model}"
             normal = latent_scores(enc, pred, setup.windows, setup.train[: setup.n_fit], batch, device,
@@ -157,7 +163,7 @@ def run(cfg: DictConfig) -> Path:
             found = [localisation_metrics(s, seg.channels) for s, seg in zip(seg_scores, segments, strict=True)]
             ranks = rank_of(inj, channels.numpy())
             per_series.append({
-                "model": model.removeprefix("baseline-"), "mode": mode, "horizon": None, "series": item.name,
+                "model": model, "mode": mode, "horizon": None, "series": item.name,
                 **{key: float(np.mean([f[key] for f in found])) for key in found[0]},
                 "top1": float((ranks == 1).mean()), "mrr": float((1 / ranks).mean()),
                 "n_segments": len(segments), "n_injected": len(ranks), "n_windows": int(sum(map(len, seg_windows))),
