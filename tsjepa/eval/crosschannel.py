@@ -183,7 +183,7 @@ def run(cfg: DictConfig) -> Path:
                "of a channel's last patch when it alone is masked, standardised by normal train windows. "
                f"Controlled decoupling: one channel of a normal test window replaced by its values from a normal "
                f"train window; `top1` = share ranked first (chance {1 / n_channels:.3f}), `mrr` = mean "
-               "reciprocal rank. Baselines: robust z-score and PCA residual per channel."),
+               "reciprocal rank. Baselines per channel: robust z-score, PCA residual, IsolationForest score."),
     )
     plot(out.with_suffix(".png"), means + per_series)
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
