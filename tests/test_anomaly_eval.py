@@ -50,6 +50,32 @@ def test_whitened_norms_of_gaussian_embeddings_are_calibrated():
     assert whitener.squared_norm(held_out).mean().item() == pytest.approx(chi2.mean(16), rel=0.03)
 
 
+def test_per_channel_whitening_is_calibrated_and_localises():
+    gen = torch.Generator().manual_seed(0)
+    mix = torch.randn(5, 8, 8, generator=gen)  # 5 channels, each its own 8-D Gaussian
+
+    def sample(n):
+        return torch.einsum("ngd,gde->nge", torch.randn(n, 5, 8, generator=gen), mix) + torch.arange(5.0)[:, None]
+
+    fit, held_out = sample(20000), sample(20000)
+    fit[:100, 3] = float("nan")  # channel 3 unobserved in some windows: left out of its fit only
+    whitener = Whitener.fit(fit, ridge=0.0)
+    assert whitener.dof == 40 and whitener.group_norms(held_out).shape == (20000, 5)
+    p = whitener.p_values(held_out)  # the channels are independent, so the sum is chi-square with 40 dof
+    assert abs((p < 0.01).mean() - 0.01) < 0.004
+    assert whitener.group_norms(held_out).mean(0).numpy() == pytest.approx(np.full(5, 8.0), rel=0.03)
+    shifted = held_out[:50].clone()
+    shifted[:, 2] += 6 * mix[2, 0]  # six standard deviations along one of channel 2's directions
+    assert (whitener.group_norms(shifted).argmax(1) == 2).float().mean() > 0.9
+    gap = held_out[:1].clone()
+    gap[0, 4] = float("nan")  # an unobserved channel adds nothing
+    assert whitener.group_norms(gap)[0, 4] == 0.0
+    constant = Whitener.fit(torch.zeros(100, 2, 4))  # an embedding that never moves still gets a Gaussian
+    assert torch.isfinite(constant.squared_norm(torch.ones(3, 2, 4))).all()
+    with pytest.raises(ValueError, match=r"\[N, D\] or \[N, G, D\]"):
+        whitener.squared_norm(torch.zeros(4))
+
+
 @pytest.fixture(scope="module")
 def smd_checkpoint(tmp_path_factory, shared_data):
     cfg = compose_config("train", ["data=smd", f"run_dir={tmp_path_factory.mktemp('smd')}", "train.steps=2",
@@ -79,13 +105,15 @@ def test_rare_eval_scores_every_test_row(smd_checkpoint, tmp_path):
     rows = [r for r in record["rows"] if r["series"] == "machine-1-2"]
     assert {(r["model"], r["mode"]) for r in rows} == {
         ("zscore", "baseline"), ("pca", "baseline"), ("iforest", "baseline"),
-        ("tsjepa", "prediction"), ("tsjepa", "chi2"), ("random-init", "prediction"), ("random-init", "chi2")}
+        ("tsjepa", "prediction"), ("tsjepa", "chi2"), ("tsjepa", "chi2-channels"),
+        ("random-init", "prediction"), ("random-init", "chi2"), ("random-init", "chi2-channels")}
     test_rows = 23694  # machine-1-2 test rows, each scored once
     for r in rows:
         assert r["n_windows"] == -(-test_rows // 8)
         assert 0 < r["auc_pr"] <= 1 and 0 < r["auroc"] < 1 and r["pa_f1"] >= r["best_f1"]
-    chi2_row = next(r for r in rows if r["model"] == "tsjepa" and r["mode"] == "chi2")
-    assert 0 <= chi2_row["false_alarm@0.01"] <= 1
+    for mode in ("chi2", "chi2-channels"):
+        chi2_row = next(r for r in rows if r["model"] == "tsjepa" and r["mode"] == mode)
+        assert 0 <= chi2_row["false_alarm@0.01"] <= 1
     assert any(r["series"] == "mean" for r in record["rows"])
 
 
@@ -97,7 +125,8 @@ def test_crosschannel_eval_ranks_channels(smd_checkpoint, tmp_path):
                                   "eval.normal_windows=20", "eval.random_baseline=false"])
     record = json.loads(crosschannel.run(cfg).read_text())
     rows = {(r["model"], r["mode"], r["series"]): r for r in record["rows"]}
-    models = (("zscore", "baseline"), ("pca", "baseline"), ("iforest", "baseline"), ("tsjepa", "prediction"))
+    models = (("zscore", "baseline"), ("pca", "baseline"), ("iforest", "baseline"), ("tsjepa", "prediction"),
+              ("tsjepa", "chi2"))
     assert set(rows) == {(m, mode, s) for m, mode in models for s in ("machine-1-2", "mean")}
     for r in rows.values():
         assert 0 <= r["hitrate@100"] <= r["hitrate@150"] <= 1 and 0 <= r["top1"] <= 1 and 0 < r["mrr"] <= 1

@@ -6,8 +6,10 @@ Two questions, one encoder:
    channels are ranked and the ranking scored by HitRate@100% / @150% and NDCG@100% / @150% against the
    labelled channels, per machine and on average. tsjepa ranks channel ``c`` by the latent prediction error
    of its last patch when that channel alone is masked and predicted from its own past and the other channels
-   (standardised by the same errors on normal train windows), averaged over the windows whose last patch
-   overlaps the segment (at most ``eval.windows_per_segment``, evenly spaced).
+   (standardised by the same errors on normal train windows; mode ``prediction``), or by the squared whitened
+   norm of its last-patch embedding under a Gaussian fit to that channel's embeddings on normal train windows
+   (mode ``chi2``, the per-channel term of the rare-regime ``chi2-channels`` score), averaged over the windows
+   whose last patch overlaps the segment (at most ``eval.windows_per_segment``, evenly spaced).
 2. **Controlled decoupling.** On normal test windows, one random channel is replaced by the same channel's
    values from a random normal train window: its own dynamics are kept, its relation to the other channels
    is broken. Reported: how often the injected channel is ranked first (``top1``; chance = 1 / C) and its
@@ -36,7 +38,7 @@ from sklearn.ensemble import IsolationForest  # noqa: E402
 
 from tsjepa.data.batch import Batch  # noqa: E402
 from tsjepa.eval.detection import localisation_metrics  # noqa: E402
-from tsjepa.eval.latent_scores import latent_scores, standardised  # noqa: E402
+from tsjepa.eval.latent_scores import Whitener, latent_scores, standardised  # noqa: E402
 from tsjepa.eval.rare import AnomalyBench, ScoringSetup, mean_rows  # noqa: E402
 from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
 from tsjepa.train import resolve_device  # noqa: E402
@@ -152,13 +154,17 @@ def run(cfg: DictConfig) -> Path:
         for model, (enc, pred) in bench.models.items():
             desc = f"{item.name}/{model}"
             normal = latent_scores(enc, pred, setup.windows, setup.train[: setup.n_fit], batch, device,
-                                   f"{desc}/normal", per_channel=True).errors
-            seg_scores = [standardised(latent_scores(enc, pred, setup.windows, w, batch, device, f"{desc}/segments",
-                                                     per_channel=True).errors, normal).nanmean(0).numpy()
-                          for w in seg_windows]
+                                   f"{desc}/normal", per_channel=True)
+            whitener = Whitener.fit(normal.tokens)
+            seg = [latent_scores(enc, pred, setup.windows, w, batch, device, f"{desc}/segments", per_channel=True)
+                   for w in seg_windows]
             inj = latent_scores(enc, pred, setup.windows, targets, batch, device, f"{desc}/injected", per_channel=True,
-                                edit=injected(setup, targets, channels, sources)).errors
-            rank_scores[model, "prediction"] = (seg_scores, standardised(inj, normal).nan_to_num(-1e9).numpy())
+                                edit=injected(setup, targets, channels, sources))
+            rank_scores[model, "prediction"] = (
+                [standardised(s.errors, normal.errors).nanmean(0).numpy() for s in seg],
+                standardised(inj.errors, normal.errors).nan_to_num(-1e9).numpy())
+            rank_scores[model, "chi2"] = ([whitener.group_norms(s.tokens).mean(0).numpy() for s in seg],
+                                          whitener.group_norms(inj.tokens).numpy())
         for (model, mode), (seg_scores, inj) in rank_scores.items():
             found = [localisation_metrics(s, seg.channels) for s, seg in zip(seg_scores, segments, strict=True)]
             ranks = rank_of(inj, channels.numpy())
@@ -180,7 +186,9 @@ def run(cfg: DictConfig) -> Path:
         notes=("Localisation against `interpretation_label`: HitRate@P% = share of a segment's labelled channels "
                "among the top ceil(P% x their number) ranked channels; NDCG at the same cut-off; averaged over "
                "segments, then machines (`series: mean`). tsjepa/random-init rank by the latent prediction error "
-               "of a channel's last patch when it alone is masked, standardised by normal train windows. "
+               "of a channel's last patch when it alone is masked, standardised by normal train windows "
+               "(`prediction`), or by the squared whitened norm of that patch's embedding under a per-channel "
+               "Gaussian of normal train windows (`chi2`). "
                f"Controlled decoupling: one channel of a normal test window replaced by its values from a normal "
                f"train window; `top1` = share ranked first (chance {1 / n_channels:.3f}), `mrr` = mean "
                "reciprocal rank. Baselines per channel: robust z-score, PCA residual, IsolationForest score."),

@@ -27,7 +27,12 @@ from tsjepa.models import Encoder, EncoderOutput, Predictor
 @dataclass
 class LatentScores:
     errors: Tensor  # [N, C] prediction error of each channel's last patch (NaN: patch unobserved)
-    tail: Tensor  # [N, D] the window embedding: mean over channels of their last-patch embeddings
+    tokens: Tensor  # [N, C, D] each channel's last-patch embedding (NaN: patch unobserved)
+
+    @property
+    def tail(self) -> Tensor:
+        """``[N, D]`` the window embedding: mean over channels of their observed last-patch embeddings."""
+        return self.tokens.nanmean(1).nan_to_num(0.0)
 
 
 def patch_errors(encoder: Encoder, predictor: Predictor, batch: Batch, per_channel: bool = False
@@ -67,16 +72,16 @@ def latent_scores(encoder: Encoder, predictor: Predictor, windows: Windows, inde
     scoring (e.g. an injected anomaly)."""
     encoder.eval()
     predictor.eval()
-    errors, tails = [], []
+    errors, tokens = [], []
     for chunk in tqdm(index.split(batch_size), desc=desc, leave=False, dynamic_ncols=True):
         batch = windows.batch(chunk)
         batch = (batch if edit is None else edit(batch, chunk)).to(device)
         batch.validate(windows.span)
         err, full = patch_errors(encoder, predictor, batch, per_channel)
-        seen = full.patch_observed[..., -1, None].float()  # [B, C, 1]
-        tails.append(((full.embeddings[..., -1, :] * seen).sum(1) / seen.sum(1).clamp(min=1)).cpu())
+        seen = full.patch_observed[..., -1, None]  # [B, C, 1]
+        tokens.append(full.embeddings[..., -1, :].masked_fill(~seen, float("nan")).cpu())
         errors.append(err.cpu())
-    return LatentScores(torch.cat(errors), torch.cat(tails))
+    return LatentScores(torch.cat(errors), torch.cat(tokens))
 
 
 def standardised(errors: Tensor, reference: Tensor) -> Tensor:
@@ -90,25 +95,56 @@ def standardised(errors: Tensor, reference: Tensor) -> Tensor:
 
 @dataclass
 class Whitener:
-    """Gaussian fit of normal window embeddings; squared whitened norms are chi-square with ``dim`` degrees of
-    freedom when the embeddings are Gaussian, as SIGReg pushes them to be."""
+    """Gaussian fits of normal embeddings, one per group (a group is e.g. a channel; one group for window
+    embeddings). Squared whitened norms are chi-square with ``D`` degrees of freedom per group when the
+    embeddings are Gaussian, as SIGReg pushes them to be, and their sum over ``G`` independent groups is
+    chi-square with ``G * D``."""
 
-    mean: Tensor  # [D]
-    cholesky: Tensor  # [D, D]
+    mean: Tensor  # [G, D]
+    cholesky: Tensor  # [G, D, D]
 
     @classmethod
     def fit(cls, z: Tensor, ridge: float = 1e-4) -> Whitener:
-        z = z.double()
-        mean = z.mean(0)
-        cov = torch.cov((z - mean).T)
-        cov = cov + ridge * cov.diagonal().mean() * torch.eye(len(cov), dtype=cov.dtype)
-        return cls(mean, torch.linalg.cholesky(cov))
+        """``z`` ``[N, D]`` (one group) or ``[N, G, D]``; a group's NaN rows (unobserved) are left out of its
+        fit. ``ridge`` is added to the covariance diagonal relative to its mean variance (with a floor, so a
+        group whose embedding never moves still gets a proper Gaussian)."""
+        z = grouped(z).double()
+        seen = ~z.isnan().any(-1, keepdim=True)  # [N, G, 1]
+        if (seen.sum(0) < 2).any():
+            raise ValueError("every group needs at least 2 observed embeddings to fit a Gaussian")
+        z = z.nan_to_num(0.0)
+        count = seen.sum(0)  # [G, 1]
+        mean = (z * seen).sum(0) / count
+        centred = (z - mean) * seen
+        cov = torch.einsum("ngd,nge->gde", centred, centred) / (count[..., None] - 1)
+        eye = torch.eye(z.shape[-1], dtype=cov.dtype)
+        scale = cov.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None]
+        return cls(mean, torch.linalg.cholesky(cov + ridge * scale.clamp(min=1e-6) * eye))
+
+    @property
+    def dof(self) -> int:
+        """Degrees of freedom of `squared_norm`: groups x dimensions."""
+        return self.mean.numel()
+
+    def group_norms(self, z: Tensor) -> Tensor:
+        """``[N, G, D]`` (or ``[N, D]``) -> ``[N, G]`` squared Mahalanobis distance of each group's embedding
+        (0 where unobserved)."""
+        centred = (grouped(z).double() - self.mean).permute(1, 2, 0)  # [G, D, N]
+        w = torch.linalg.solve_triangular(self.cholesky, centred, upper=False)
+        return (w**2).sum(1).T.nan_to_num(0.0)
 
     def squared_norm(self, z: Tensor) -> Tensor:
-        """``[N, D]`` -> ``[N]`` squared Mahalanobis distances."""
-        w = torch.linalg.solve_triangular(self.cholesky, (z.double() - self.mean).T, upper=False)
-        return (w**2).sum(0)
+        """``[N, G, D]`` (or ``[N, D]``) -> ``[N]``: the squared whitened norms summed over groups."""
+        return self.group_norms(z).sum(1)
 
     def p_values(self, z: Tensor) -> np.ndarray:
-        """``[N, D]`` -> ``[N]`` chi-square upper-tail p-values of the squared norms."""
-        return chi2.sf(self.squared_norm(z).numpy(), df=len(self.mean))
+        """``[N, G, D]`` (or ``[N, D]``) -> ``[N]`` chi-square upper-tail p-values (`dof` degrees of freedom)
+        of `squared_norm`."""
+        return chi2.sf(self.squared_norm(z).numpy(), df=self.dof)
+
+
+def grouped(z: Tensor) -> Tensor:
+    """``[N, D]`` -> ``[N, 1, D]``; ``[N, G, D]`` unchanged."""
+    if z.ndim not in (2, 3):
+        raise ValueError(f"embeddings must be [N, D] or [N, G, D], got shape {tuple(z.shape)}")
+    return z[:, None] if z.ndim == 2 else z
