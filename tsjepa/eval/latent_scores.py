@@ -26,8 +26,13 @@ from tsjepa.models import Encoder, EncoderOutput, Predictor
 
 @dataclass
 class LatentScores:
-    errors: Tensor  # [N, C] prediction error of each channel's last patch (NaN: patch unobserved)
+    residuals: Tensor  # [N, C, D] latent prediction residual of each channel's last patch (NaN: unobserved)
     tokens: Tensor  # [N, C, D] each channel's last-patch embedding (NaN: patch unobserved)
+
+    @property
+    def errors(self) -> Tensor:
+        """``[N, C]`` latent prediction error: mean squared residual over the embedding (NaN: unobserved)."""
+        return (self.residuals**2).mean(-1)
 
     @property
     def tail(self) -> Tensor:
@@ -35,11 +40,12 @@ class LatentScores:
         return self.tokens.nanmean(1).nan_to_num(0.0)
 
 
-def patch_errors(encoder: Encoder, predictor: Predictor, batch: Batch, per_channel: bool = False
-                 ) -> tuple[Tensor, EncoderOutput]:
-    """Latent prediction error of each channel's last patch, ``[B, C]`` (NaN where that patch is unobserved),
-    and the target view. The last patches of all channels are masked together, or, with ``per_channel``, each
-    channel's alone with the others visible (one context pass per channel)."""
+def patch_residuals(encoder: Encoder, predictor: Predictor, batch: Batch, per_channel: bool = False
+                    ) -> tuple[Tensor, EncoderOutput]:
+    """Latent prediction residual (target embedding - prediction) of each channel's last patch, ``[B, C, D]``
+    (NaN where that patch is unobserved), and the target view. The last patches of all channels are masked
+    together, or, with ``per_channel``, each channel's alone with the others visible (one context pass per
+    channel)."""
     full = encoder(batch)
     n_windows, n_channels = batch.values.shape[:2]
     if per_channel:
@@ -58,30 +64,31 @@ def patch_errors(encoder: Encoder, predictor: Predictor, batch: Batch, per_chann
     context = encoder(batch, context=context_mask)
     predicted = predictor(context.embeddings, context_mask, target,
                           encoder.tokenizer.patch_starts(batch.values.device), batch.channel_ids)
-    err = ((predicted - targets)[..., -1, :] ** 2).mean(-1).masked_fill(~target[..., -1], float("nan"))
+    residual = (targets - predicted)[..., -1, :].masked_fill(~target[..., -1, None], float("nan"))
     if per_channel:
-        err = err.reshape(n_windows, n_channels, n_channels).diagonal(dim1=1, dim2=2)
-    return err, full
+        residual = residual.reshape(n_windows, n_channels, n_channels, -1).diagonal(dim1=1, dim2=2)
+        residual = residual.transpose(1, 2)
+    return residual, full
 
 
 @torch.no_grad()
 def latent_scores(encoder: Encoder, predictor: Predictor, windows: Windows, index: Tensor, batch_size: int,
                   device, desc: str, per_channel: bool = False,
                   edit: Callable[[Batch, Tensor], Batch] | None = None) -> LatentScores:
-    """Scores of windows ``index`` ``[N]`` (see `patch_errors`); ``edit(batch, index)`` changes a batch before
+    """Scores of windows ``index`` ``[N]`` (see `patch_residuals`); ``edit(batch, index)`` changes a batch before
     scoring (e.g. an injected anomaly)."""
     encoder.eval()
     predictor.eval()
-    errors, tokens = [], []
+    residuals, tokens = [], []
     for chunk in tqdm(index.split(batch_size), desc=desc, leave=False, dynamic_ncols=True):
         batch = windows.batch(chunk)
         batch = (batch if edit is None else edit(batch, chunk)).to(device)
         batch.validate(windows.span)
-        err, full = patch_errors(encoder, predictor, batch, per_channel)
+        residual, full = patch_residuals(encoder, predictor, batch, per_channel)
         seen = full.patch_observed[..., -1, None]  # [B, C, 1]
         tokens.append(full.embeddings[..., -1, :].masked_fill(~seen, float("nan")).cpu())
-        errors.append(err.cpu())
-    return LatentScores(torch.cat(errors), torch.cat(tokens))
+        residuals.append(residual.cpu())
+    return LatentScores(torch.cat(residuals), torch.cat(tokens))
 
 
 def standardised(errors: Tensor, reference: Tensor) -> Tensor:
@@ -106,8 +113,9 @@ class Whitener:
     @classmethod
     def fit(cls, z: Tensor, ridge: float = 1e-4) -> Whitener:
         """``z`` ``[N, D]`` (one group) or ``[N, G, D]``; a group's NaN rows (unobserved) are left out of its
-        fit. ``ridge`` is added to the covariance diagonal relative to its mean variance (with a floor, so a
-        group whose embedding never moves still gets a proper Gaussian)."""
+        fit. ``ridge`` times the mean variance over all groups is added to every covariance diagonal: the groups
+        share one embedding space, so a group whose embedding barely moves on normal data (a constant channel)
+        is regularised on the common scale instead of turning its tiny variance into huge distances."""
         z = grouped(z).double()
         seen = ~z.isnan().any(-1, keepdim=True)  # [N, G, 1]
         if (seen.sum(0) < 2).any():
@@ -118,8 +126,8 @@ class Whitener:
         centred = (z - mean) * seen
         cov = torch.einsum("ngd,nge->gde", centred, centred) / (count[..., None] - 1)
         eye = torch.eye(z.shape[-1], dtype=cov.dtype)
-        scale = cov.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None]
-        return cls(mean, torch.linalg.cholesky(cov + ridge * scale.clamp(min=1e-6) * eye))
+        scale = cov.diagonal(dim1=1, dim2=2).mean().clamp(min=1e-6)
+        return cls(mean, torch.linalg.cholesky(cov + ridge * scale * eye))
 
     @property
     def dof(self) -> int:
