@@ -74,6 +74,10 @@ def test_per_channel_whitening_is_calibrated_and_localises():
     assert torch.isfinite(constant.squared_norm(torch.ones(3, 2, 4))).all()
     with pytest.raises(ValueError, match=r"\[N, D\] or \[N, G, D\]"):
         whitener.squared_norm(torch.zeros(4))
+    never_seen = torch.randn(10, 3, 4)
+    never_seen[1:, 1] = float("nan")  # channel 1 observed in one fit window only
+    with pytest.raises(ValueError, match=r"groups \(channels\) \[1\] have fewer than 2"):
+        Whitener.fit(never_seen)
 
 
 @pytest.fixture(scope="module")

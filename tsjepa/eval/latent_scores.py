@@ -118,8 +118,10 @@ class Whitener:
         is regularised on the common scale instead of turning its tiny variance into huge distances."""
         z = grouped(z).double()
         seen = ~z.isnan().any(-1, keepdim=True)  # [N, G, 1]
-        if (seen.sum(0) < 2).any():
-            raise ValueError("every group needs at least 2 observed embeddings to fit a Gaussian")
+        sparse = (seen.sum(0)[:, 0] < 2).nonzero()[:, 0].tolist()
+        if sparse:
+            raise ValueError(f"groups (channels) {sparse} have fewer than 2 observed embeddings in the fit windows; "
+                             "a Gaussian needs at least 2")
         z = z.nan_to_num(0.0)
         count = seen.sum(0)  # [G, 1]
         mean = (z * seen).sum(0) / count
