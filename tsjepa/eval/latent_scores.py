@@ -26,13 +26,8 @@ from tsjepa.models import Encoder, EncoderOutput, Predictor
 
 @dataclass
 class LatentScores:
-    residuals: Tensor  # [N, C, D] latent prediction residual of each channel's last patch (NaN: unobserved)
+    errors: Tensor  # [N, C] prediction error of each channel's last patch (NaN: patch unobserved)
     tokens: Tensor  # [N, C, D] each channel's last-patch embedding (NaN: patch unobserved)
-
-    @property
-    def errors(self) -> Tensor:
-        """``[N, C]`` latent prediction error: mean squared residual over the embedding (NaN: unobserved)."""
-        return (self.residuals**2).mean(-1)
 
     @property
     def tail(self) -> Tensor:
@@ -40,12 +35,11 @@ class LatentScores:
         return self.tokens.nanmean(1).nan_to_num(0.0)
 
 
-def patch_residuals(encoder: Encoder, predictor: Predictor, batch: Batch, per_channel: bool = False
-                    ) -> tuple[Tensor, EncoderOutput]:
-    """Latent prediction residual (target embedding - prediction) of each channel's last patch, ``[B, C, D]``
-    (NaN where that patch is unobserved), and the target view. The last patches of all channels are masked
-    together, or, with ``per_channel``, each channel's alone with the others visible (one context pass per
-    channel)."""
+def patch_errors(encoder: Encoder, predictor: Predictor, batch: Batch, per_channel: bool = False
+                 ) -> tuple[Tensor, EncoderOutput]:
+    """Latent prediction error of each channel's last patch, ``[B, C]`` (NaN where that patch is unobserved),
+    and the target view. The last patches of all channels are masked together, or, with ``per_channel``, each
+    channel's alone with the others visible (one context pass per channel)."""
     full = encoder(batch)
     n_windows, n_channels = batch.values.shape[:2]
     if per_channel:
@@ -64,31 +58,30 @@ def patch_residuals(encoder: Encoder, predictor: Predictor, batch: Batch, per_ch
     context = encoder(batch, context=context_mask)
     predicted = predictor(context.embeddings, context_mask, target,
                           encoder.tokenizer.patch_starts(batch.values.device), batch.channel_ids)
-    residual = (targets - predicted)[..., -1, :].masked_fill(~target[..., -1, None], float("nan"))
+    err = ((predicted - targets)[..., -1, :] ** 2).mean(-1).masked_fill(~target[..., -1], float("nan"))
     if per_channel:
-        residual = residual.reshape(n_windows, n_channels, n_channels, -1).diagonal(dim1=1, dim2=2)
-        residual = residual.transpose(1, 2)
-    return residual, full
+        err = err.reshape(n_windows, n_channels, n_channels).diagonal(dim1=1, dim2=2)
+    return err, full
 
 
 @torch.no_grad()
 def latent_scores(encoder: Encoder, predictor: Predictor, windows: Windows, index: Tensor, batch_size: int,
                   device, desc: str, per_channel: bool = False,
                   edit: Callable[[Batch, Tensor], Batch] | None = None) -> LatentScores:
-    """Scores of windows ``index`` ``[N]`` (see `patch_residuals`); ``edit(batch, index)`` changes a batch before
+    """Scores of windows ``index`` ``[N]`` (see `patch_errors`); ``edit(batch, index)`` changes a batch before
     scoring (e.g. an injected anomaly)."""
     encoder.eval()
     predictor.eval()
-    residuals, tokens = [], []
+    errors, tokens = [], []
     for chunk in tqdm(index.split(batch_size), desc=desc, leave=False, dynamic_ncols=True):
         batch = windows.batch(chunk)
         batch = (batch if edit is None else edit(batch, chunk)).to(device)
         batch.validate(windows.span)
-        residual, full = patch_residuals(encoder, predictor, batch, per_channel)
+        err, full = patch_errors(encoder, predictor, batch, per_channel)
         seen = full.patch_observed[..., -1, None]  # [B, C, 1]
         tokens.append(full.embeddings[..., -1, :].masked_fill(~seen, float("nan")).cpu())
-        residuals.append(residual.cpu())
-    return LatentScores(torch.cat(residuals), torch.cat(tokens))
+        errors.append(err.cpu())
+    return LatentScores(torch.cat(errors), torch.cat(tokens))
 
 
 def standardised(errors: Tensor, reference: Tensor) -> Tensor:
@@ -118,12 +111,12 @@ class Whitener:
         is regularised on the common scale instead of turning its tiny variance into huge distances."""
         z = grouped(z).double()
         seen = ~z.isnan().any(-1, keepdim=True)  # [N, G, 1]
-        sparse = (seen.sum(0)[:, 0] < 2).nonzero()[:, 0].tolist()
+        count = seen.sum(0)  # [G, 1]
+        sparse = (count[:, 0] < 2).nonzero()[:, 0].tolist()
         if sparse:
             raise ValueError(f"groups (channels) {sparse} have fewer than 2 observed embeddings in the fit windows; "
                              "a Gaussian needs at least 2")
         z = z.nan_to_num(0.0)
-        count = seen.sum(0)  # [G, 1]
         mean = (z * seen).sum(0) / count
         centred = (z - mean) * seen
         cov = torch.einsum("ngd,nge->gde", centred, centred) / (count[..., None] - 1)
