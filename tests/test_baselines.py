@@ -36,7 +36,7 @@ def test_moving_average_and_decomposition():
 def test_weighted_ridge_matches_sklearn_and_repeated_rows():
     from sklearn.linear_model import Ridge as SkRidge
 
-    from tsjepa.eval.linear import fit_ridge
+    from tsjepa.heads import fit_ridge
 
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(40, 5, generator=gen), torch.randn(40, 3, generator=gen)

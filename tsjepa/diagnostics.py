@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tsjepa.heads import fit_ridge
 from tsjepa.sigreg import sigreg
 
 
@@ -35,3 +36,27 @@ def embedding_report(z: Tensor, num_slices: int = 256, seed: int = 0, step: int 
         "sigreg_max": float(q[2]),
         "embedding_std": float(z.float().std(0).mean()),
     }
+
+
+def r_squared(pred: Tensor, target: Tensor, observed: Tensor | None = None) -> float:
+    """1 - SSE / SST of ``pred`` against ``target`` ``[N, K]`` pooled over every observed entry (SST about each
+    column's observed mean)."""
+    observed = torch.ones_like(target, dtype=torch.bool) if observed is None else observed
+    w = observed.double()
+    pred, target = pred.double(), target.double()
+    mean = (target * w).sum(0) / w.sum(0).clamp(min=1)
+    sse = (((pred - target) ** 2) * w).sum()
+    sst = (((target - mean) ** 2) * w).sum()
+    return float(1 - sse / sst) if sst > 0 else float("nan")
+
+
+def patch_recoverability(tokens: Tensor, values: Tensor, observed: Tensor,
+                         alphas: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)) -> float:
+    """How much of each patch's values its token keeps: R² of a ridge map from tokens ``[N, D]`` to their
+    patches' instance-normalised slot values ``[N, S]`` (``observed`` ``[N, S]`` bool), fit on the even rows
+    (penalty chosen on the odd rows' first half) and scored on the odd rows' second half."""
+    fit, held = tokens[0::2], tokens[1::2]
+    half = len(held) // 2
+    y, y_held = values[0::2], values[1::2]
+    ridge = fit_ridge(fit, y, held[:half], y_held[:half], list(alphas))
+    return r_squared(ridge(held[half:]), y_held[half:], observed[1::2][half:])

@@ -16,7 +16,7 @@ from tsjepa.checkpoint import Pretrained
 from tsjepa.data.timeseries import TimeSeries, as_timeseries
 from tsjepa.data.vocab import ChannelVocab
 from tsjepa.data.windows import SpanWindows
-from tsjepa.eval.embed import encode_windows
+from tsjepa.encoding import encode_windows
 
 
 def window_ends(series: TimeSeries, span: float, stride: float | None = None) -> np.ndarray:

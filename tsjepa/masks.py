@@ -47,3 +47,30 @@ def sample_span_mask(
     target = target.to(patch_observed.device) & patch_observed
     has_context = (patch_observed & ~target).flatten(1).any(1)
     return target & has_context[:, None, None]
+
+
+def sample_crops(patch_observed: Tensor, views: int, global_views: int, global_keep: float, local_keep: float,
+                 generator: torch.Generator | None = None) -> Tensor:
+    """Visible-patch masks of ``views`` time crops per window, ``[V, B, C, P]`` bool.
+
+    A crop is one contiguous block of patches over all channels: the first ``global_views`` keep
+    ``round(global_keep * P)`` patches, the others ``round(local_keep * P)``. Only observed patches are visible.
+
+    Args:
+        patch_observed: ``[B, C, P]`` bool.
+        generator: CPU generator, so crops are reproducible from a seed whatever the device.
+    """
+    if not 0 < global_views <= views:
+        raise ValueError(f"need 0 < global_views <= views, got global_views={global_views}, views={views}")
+    for name, keep in (("global_keep", global_keep), ("local_keep", local_keep)):
+        if not 0 < keep <= 1:
+            raise ValueError(f"{name} must lie in (0, 1], got {keep}")
+    b, _, p = patch_observed.shape
+    offsets = torch.arange(p)
+    crops = []
+    for view in range(views):
+        length = max(1, round((global_keep if view < global_views else local_keep) * p))
+        start = torch.randint(0, p - length + 1, (b, 1), generator=generator)
+        crops.append((offsets >= start) & (offsets < start + length))  # [B, P]
+    crops = torch.stack(crops).to(patch_observed.device)  # [V, B, P]
+    return crops[:, :, None, :] & patch_observed

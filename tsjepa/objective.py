@@ -1,31 +1,51 @@
-"""The LeJEPA objective for time series: (1 - lambda) * latent prediction + lambda * SIGReg.
+"""The LeJEPA objective for time series.
 
-The encoder sees the whole window (target view) and, separately, only the context tokens (context view); the
-predictor maps the context embeddings to the target view's embeddings at the masked (time, channel) spans.
-SIGReg keeps the target view's embeddings isotropic Gaussian, so no EMA teacher or stop-gradient is needed;
-both exist as switches for ablations.
+    loss = (1 - lam) * (prediction + view_weight * multiview) + lam * SIGReg + reconstruction_weight * recon
+
+- ``prediction``: the encoder sees the whole window (target view) and, separately, only the context tokens
+  (context view); the predictor maps the context embeddings to the target view's embeddings at the masked
+  (time, channel) spans. The loss compares both after the projector (identity when ``projector`` is empty).
+- ``SIGReg`` acts on the projector's output (LeJEPA Sec. 5), over the sample unit ``sigreg_on``; probes read
+  the encoder output before the projector.
+- ``multiview`` (``views > 0``): LeJEPA's own loss over time crops of one window: every view's pooled
+  projection predicts the mean of the global views' projections; SIGReg also acts on each view's projections
+  (one sample per window).
+- ``recon`` (``reconstruction_weight > 0``): a linear head reads the masked patches' instance-normalised
+  values back out of the predicted latents (a dense-detail auxiliary).
+
+SIGReg keeps the embeddings isotropic Gaussian, so no EMA teacher or stop-gradient is needed; both exist as
+switches for ablations.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from tsjepa.data.batch import Batch
-from tsjepa.masks import sample_span_mask
+from tsjepa.masks import sample_crops, sample_span_mask
 from tsjepa.models import Encoder, Predictor
+from tsjepa.models.projector import Projector
+from tsjepa.models.tokenizer import instance_norm
 from tsjepa.sigreg import sigreg
 
-SIGREG_TARGETS = ("tokens", "pooled", "both")
+# What counts as one SIGReg sample:
+#   tokens: every observed (window, channel, patch) token;
+#   pooled: the mean token of each (window, channel);
+#   window: the mean token of each window (over its channels and patches);
+#   axes:   both across samples (window means) and, within each window, across its own tokens (the two
+#           statistics averaged), against the time-axis collapse that SIGReg over samples alone allows;
+#   both:   tokens and pooled (the two statistics averaged).
+SIGREG_UNITS = ("tokens", "pooled", "window", "axes", "both")
 
 
 @dataclass
 class ObjectiveConfig:
     lam: float = 0.05  # SIGReg weight lambda
-    sigreg_on: str = "tokens"  # tokens: every (window, channel, patch) token; pooled: mean per (window, channel)
+    sigreg_on: str = "tokens"  # the sample unit, one of SIGREG_UNITS
     num_slices: int = 256
     knots: int = 17
     t_max: float = 3.0
@@ -34,40 +54,78 @@ class ObjectiveConfig:
     mask_spans: int = 2
     channel_subset_prob: float = 0.5
     mask_tail_prob: float = 0.0  # share of windows whose target is the end of the window (extrapolation)
+    projector: list[int] = field(default_factory=list)  # hidden and output widths; [] = none (identity)
+    views: int = 0  # time crops per window for the multi-view loss; 0 = off
+    global_views: int = 2
+    global_keep: float = 0.7  # share of patches a global crop keeps
+    local_keep: float = 0.3
+    view_weight: float = 1.0  # weight of the multi-view loss beside the span prediction
+    reconstruction_weight: float = 0.0  # weight of the masked-patch value reconstruction; 0 = off
     ema: float = 0.0  # momentum of an EMA target encoder; 0 = none (the target is the online encoder)
     stop_grad: bool = False  # detach the targets
 
     def __post_init__(self) -> None:
-        if self.sigreg_on not in SIGREG_TARGETS:
-            raise ValueError(f"sigreg_on must be one of {SIGREG_TARGETS}, got {self.sigreg_on!r}")
+        if self.sigreg_on not in SIGREG_UNITS:
+            raise ValueError(f"sigreg_on must be one of {SIGREG_UNITS}, got {self.sigreg_on!r}")
         if not 0 <= self.lam <= 1:
             raise ValueError(f"lam must lie in [0, 1], got {self.lam}")
+        if self.views < 0 or self.view_weight < 0 or self.reconstruction_weight < 0:
+            raise ValueError("views, view_weight and reconstruction_weight must be >= 0, got "
+                             f"{self.views}, {self.view_weight}, {self.reconstruction_weight}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must lie in [0, 1), got {self.ema}")
+        self.projector = [int(d) for d in self.projector]
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def sigreg_inputs(embeddings: Tensor, patch_observed: Tensor, where: str) -> list[Tensor]:
-    """Embeddings ``[B, C, P, D]`` -> the ``[N, D]`` matrices SIGReg regularises.
+def masked_mean(embeddings: Tensor, weight: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """Mean of ``embeddings`` ``[..., D]`` over ``dims`` where ``weight`` (bool, ``embeddings.shape[:-1]``)."""
+    w = weight[..., None].to(embeddings.dtype)
+    return (embeddings * w).sum(dims) / w.sum(dims).clamp(min=1)
 
-    tokens: every observed token (N = observed B*C*P); pooled: the mean over observed patches of each
-    (window, channel) (N = B*C with at least one observation).
+
+def sigreg_inputs(embeddings: Tensor, patch_observed: Tensor, where: str) -> list[Tensor]:
+    """Embeddings ``[B, C, P, D]`` -> the ``[N, D]`` sample matrices SIGReg tests across samples.
+
+    tokens: every observed token (N = observed B*C*P); pooled: each (window, channel) mean over its observed
+    patches (N = B*C with an observation); window / axes: each window's mean (N = B with an observation).
+    The within-window part of ``axes`` is `within_window_inputs`.
     """
     out = []
     if where in ("tokens", "both"):
         out.append(embeddings[patch_observed])
     if where in ("pooled", "both"):
-        w = patch_observed[..., None].to(embeddings.dtype)
-        pooled = (embeddings * w).sum(2) / w.sum(2).clamp(min=1)
-        out.append(pooled[patch_observed.any(-1)])
+        out.append(masked_mean(embeddings, patch_observed, (2,))[patch_observed.any(-1)])
+    if where in ("window", "axes"):
+        out.append(masked_mean(embeddings, patch_observed, (1, 2))[patch_observed.flatten(1).any(1)])
     return out
+
+
+def within_window_inputs(embeddings: Tensor, patch_observed: Tensor) -> list[Tensor]:
+    """One ``[N_b, D]`` matrix per window: its observed tokens (windows with fewer than 2 are left out)."""
+    return [z[m] for z, m in zip(embeddings, patch_observed, strict=True) if int(m.sum()) >= 2]
 
 
 class JEPA(nn.Module):
     def __init__(self, encoder: Encoder, predictor: Predictor, config: ObjectiveConfig, seed: int = 0) -> None:
         super().__init__()
         self.encoder, self.predictor, self.config, self.seed = encoder, predictor, config, seed
+        dim = encoder.config.d_model
+        self.projector = Projector(dim, config.projector) if config.projector else None
+        self.reconstruction = (nn.Linear(dim, encoder.config.slots) if config.reconstruction_weight > 0
+                               else None)
         self.target_encoder = copy.deepcopy(encoder).requires_grad_(False) if config.ema > 0 else None
+
+    def training_modules(self) -> dict[str, nn.Module]:
+        """Modules besides encoder and predictor that a training checkpoint keeps for resuming."""
+        named = {"projector": self.projector, "reconstruction": self.reconstruction,
+                 "target_encoder": self.target_encoder}
+        return {k: v for k, v in named.items() if v is not None}
+
+    def project(self, x: Tensor) -> Tensor:
+        return x if self.projector is None else self.projector(x)
 
     @torch.no_grad()
     def update_target(self) -> None:
@@ -76,15 +134,46 @@ class JEPA(nn.Module):
             for t, o in zip(self.target_encoder.parameters(), self.encoder.parameters(), strict=True):
                 t.lerp_(o, 1 - self.config.ema)
 
+    def sigreg(self, z: Tensor, step: int, sync: bool = True) -> Tensor:
+        cfg = self.config
+        return sigreg(z, num_slices=cfg.num_slices, knots=cfg.knots, t_max=cfg.t_max, seed=self.seed, step=step,
+                      backend=cfg.sigreg_backend, sync=sync)
+
+    def span_sigreg(self, z: Tensor, patch_observed: Tensor, step: int) -> list[Tensor]:
+        """SIGReg statistics of projected target-view tokens ``[B, C, P, K]`` over the configured unit."""
+        stats = [self.sigreg(x, step) for x in sigreg_inputs(z, patch_observed, self.config.sigreg_on)]
+        if self.config.sigreg_on == "axes":  # each window's own tokens: local, never all-reduced
+            stats.append(torch.stack([self.sigreg(x, step, sync=False)
+                                      for x in within_window_inputs(z, patch_observed)]).mean())
+        return stats
+
+    def multiview(self, batch: Batch, patch_observed: Tensor, step: int,
+                  generator: torch.Generator) -> tuple[Tensor, list[Tensor]]:
+        """LeJEPA's loss over time crops: mean over views of ``|z_v - mean_global z_g|^2 / K`` with ``z`` the
+        projected mean token of each window's view ``[B, K]``; and SIGReg of each view's ``[B, K]``."""
+        cfg = self.config
+        crops = sample_crops(patch_observed, cfg.views, cfg.global_views, cfg.global_keep, cfg.local_keep,
+                             generator)
+        z = torch.stack([self.project(masked_mean(self.encoder(batch, context=crop).embeddings, crop, (1, 2)))
+                         for crop in crops])  # [V, B, K]
+        seen = crops.flatten(2).any(-1).all(0)  # [B]: windows every view sees
+        centre = z[: cfg.global_views].mean(0)
+        loss = ((z - centre) ** 2).mean(-1)[:, seen].mean()
+        return loss, [self.sigreg(v[seen], step) for v in z]
+
     def forward(self, batch: Batch, step: int, generator: torch.Generator) -> dict[str, Tensor]:
-        """Losses of one batch: ``loss``, ``prediction``, ``sigreg`` (scalars) and ``embeddings`` ``[N, D]``
-        (detached target-view tokens, for diagnostics)."""
+        """Losses of one batch: ``loss`` and each term (``prediction``, ``sigreg``, and ``multiview`` /
+        ``reconstruction`` when on) with its weighted share of the loss ``share_<term>``; ``embeddings``
+        ``[N, D]`` (detached target-view encoder tokens, for diagnostics) and ``patch_values`` ``[N, S]`` /
+        ``slot_observed`` ``[N, S]`` (their instance-normalised slot values)."""
         cfg = self.config
         full = self.encoder(batch)
         target_mask = sample_span_mask(
             full.patch_observed, cfg.mask_ratio, cfg.mask_spans, cfg.channel_subset_prob, generator,
             cfg.mask_tail_prob,
         )
+        if not target_mask.any():
+            raise ValueError("no target patch could be sampled: windows have too few observed patches")
         context_mask = full.patch_observed & ~target_mask
         context = self.encoder(batch, context=context_mask)
         predicted = self.predictor(
@@ -96,19 +185,34 @@ class JEPA(nn.Module):
                 targets = self.target_encoder(batch).embeddings
         else:
             targets = full.embeddings.detach() if cfg.stop_grad else full.embeddings
-        if not target_mask.any():
-            raise ValueError("no target patch could be sampled: windows have too few observed patches")
-        prediction = ((predicted - targets) ** 2).mean(-1)[target_mask].mean()
-        regularised = sigreg_inputs(full.embeddings, full.patch_observed, cfg.sigreg_on)
-        statistic = torch.stack([
-            sigreg(z, num_slices=cfg.num_slices, knots=cfg.knots, t_max=cfg.t_max, seed=self.seed, step=step,
-                   backend=cfg.sigreg_backend)
-            for z in regularised
-        ]).mean()
-        loss = (1 - cfg.lam) * prediction.float() + cfg.lam * statistic
-        return {
-            "loss": loss,
-            "prediction": prediction.detach(),
-            "sigreg": statistic.detach(),
-            "embeddings": full.embeddings.detach()[full.patch_observed],
-        }
+        projected = self.project(full.embeddings)
+        target_z = projected if targets is full.embeddings else self.project(targets)
+        prediction = ((self.project(predicted) - target_z) ** 2).mean(-1)[target_mask].mean().float()
+        stats = self.span_sigreg(projected, full.patch_observed, step)
+        terms = {"prediction": (1 - cfg.lam, prediction)}
+        if cfg.views:
+            multiview, view_stats = self.multiview(batch, full.patch_observed, step, generator)
+            stats += view_stats
+            terms["multiview"] = ((1 - cfg.lam) * cfg.view_weight, multiview.float())
+        terms["sigreg"] = (cfg.lam, torch.stack(stats).mean())
+        slots = self.patch_values(batch)  # [B, C, P, 2, S]: normalised value, observed flag
+        if self.reconstruction is not None:
+            recon_err = (self.reconstruction(predicted) - slots[..., 0, :]) ** 2
+            weight = slots[..., 1, :] * target_mask[..., None]
+            terms["reconstruction"] = (cfg.reconstruction_weight,
+                                       ((recon_err * weight).sum() / weight.sum().clamp(min=1)).float())
+        loss = sum(w * v for w, v in terms.values())
+        out = {"loss": loss, **{k: v.detach() for k, (_, v) in terms.items()}}
+        out |= {f"share_{k}": (w * v.detach() / loss.detach()) for k, (w, v) in terms.items()}
+        observed_slots = slots[full.patch_observed]
+        return out | {"embeddings": full.embeddings.detach()[full.patch_observed],
+                      "patch_values": observed_slots[:, 0], "slot_observed": observed_slots[:, 1] > 0}
+
+    @torch.no_grad()
+    def patch_values(self, batch: Batch) -> Tensor:
+        """Per slot of every patch, the window's instance-normalised value and observed flag ``[B, C, P, 2, S]``
+        (the same normalisation the encoder applies)."""
+        values, observed = batch.values, batch.observed
+        if self.encoder.config.instance_norm:
+            values = instance_norm(values, observed)[0]
+        return self.encoder.tokenizer.slot_features(values, batch.times, observed)[:, :, :, :2]

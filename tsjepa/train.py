@@ -33,7 +33,8 @@ from tsjepa.data.records import ClippedScaler, RecordSet, RecordWindows
 from tsjepa.data.sources import load_card, load_dataset, split_rows
 from tsjepa.data.vocab import ChannelVocab
 from tsjepa.data.windows import Windows, fit_scaler
-from tsjepa.diagnostics import embedding_report
+from tsjepa.device import resolve_device
+from tsjepa.diagnostics import embedding_report, patch_recoverability
 from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig
 from tsjepa.objective import JEPA, ObjectiveConfig
 
@@ -57,14 +58,6 @@ def setup_distributed(device: torch.device) -> Distributed:
         return Distributed()
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Distributed(dist.get_rank(), dist.get_world_size())
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is available; use train.device=cpu or auto")
-    return torch.device(name)
 
 
 def pretraining_windows(cfg: DictConfig) -> tuple[list[Windows | RecordWindows], ChannelVocab]:
@@ -118,7 +111,8 @@ def build(cfg: DictConfig, span: float, seed: int) -> JEPA:
     encoder = Encoder(EncoderConfig(span=span, **cfg.model.encoder))
     predictor = Predictor(PredictorConfig(**cfg.model.predictor), encoder.config.d_model,
                           encoder.config.channel_capacity)
-    return JEPA(encoder, predictor, ObjectiveConfig(**cfg.model.objective), seed=seed)
+    objective = ObjectiveConfig(**OmegaConf.to_container(cfg.model.objective, resolve=True))
+    return JEPA(encoder, predictor, objective, seed=seed)
 
 
 def restore(jepa: JEPA, optimizer: torch.optim.Optimizer, path: Path) -> int:
@@ -126,8 +120,8 @@ def restore(jepa: JEPA, optimizer: torch.optim.Optimizer, path: Path) -> int:
     weights = load_weights(path)
     load_into(jepa.encoder, weights, "encoder", path)
     load_into(jepa.predictor, weights, "predictor", path)
-    if jepa.target_encoder is not None:
-        load_into(jepa.target_encoder, weights, "target_encoder", path)
+    for name, module in jepa.training_modules().items():
+        load_into(module, weights, name, path)
     if not (path / "optimizer.safetensors").exists():
         raise CheckpointError(f"{path} holds no optimizer state; it cannot be resumed")
     load_optimizer(path, optimizer)
@@ -165,8 +159,8 @@ def train(cfg: DictConfig) -> Path:
 
     def checkpoint(at: int) -> None:
         if ddp.main:
-            ema = {"target_encoder": jepa.target_encoder} if jepa.target_encoder is not None else None
-            save_pretrained(last, jepa.encoder, vocab, jepa.predictor, ema, optimizer, at, extra)
+            save_pretrained(last, jepa.encoder, vocab, jepa.predictor, jepa.training_modules(), optimizer, at,
+                            extra)
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
     progress = tqdm(range(step, cfg.train.steps), initial=step, total=cfg.train.steps, disable=not ddp.main,
@@ -186,11 +180,14 @@ def train(cfg: DictConfig) -> Path:
         optimizer.step()
         jepa.update_target()
         if ddp.main and ((step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps):
-            metrics = {"step": step + 1, "loss": out["loss"].item(), "prediction": out["prediction"].item(),
-                       "sigreg": out["sigreg"].item(), "lr": optimizer.param_groups[0]["lr"],
-                       **embedding_report(out["embeddings"][: cfg.train.diagnostic_tokens], step=step)}
+            tokens = slice(0, cfg.train.diagnostic_tokens)
+            metrics = {"step": step + 1, **{k: v.item() for k, v in out.items() if v.ndim == 0},
+                       "lr": optimizer.param_groups[0]["lr"],
+                       **embedding_report(out["embeddings"][tokens], step=step),
+                       "patch_r2": patch_recoverability(out["embeddings"][tokens], out["patch_values"][tokens],
+                                                        out["slot_observed"][tokens])}
             progress.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in
-                                  ("loss", "prediction", "sigreg", "effective_rank")})
+                                  ("loss", "prediction", "sigreg", "effective_rank", "patch_r2")})
             with open(run_dir / "metrics.jsonl", "a") as log:
                 log.write(json.dumps(metrics) + "\n")
             if logger is not None:

@@ -28,10 +28,11 @@ from einops import rearrange  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from tsjepa.checkpoint import from_pretrained  # noqa: E402
-from tsjepa.eval.embed import encode_windows  # noqa: E402
-from tsjepa.eval.forecast import ForecastData, check_span, fit_probe, probe_predict  # noqa: E402
+from tsjepa.device import resolve_device  # noqa: E402
+from tsjepa.encoding import encode_windows  # noqa: E402
+from tsjepa.eval.forecast import ForecastData, check_span  # noqa: E402
+from tsjepa.heads import fit_probe, probe_predict  # noqa: E402
 from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
-from tsjepa.train import resolve_device  # noqa: E402
 
 
 def derangement(n: int, gen: torch.Generator) -> torch.Tensor:

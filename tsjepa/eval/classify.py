@@ -46,12 +46,12 @@ from torch import Tensor, nn  # noqa: E402
 from tsjepa.checkpoint import Pretrained, from_pretrained  # noqa: E402
 from tsjepa.data.records import ClippedScaler, RecordSet, RecordWindows  # noqa: E402
 from tsjepa.data.sources import load_card, load_dataset  # noqa: E402
+from tsjepa.device import resolve_device  # noqa: E402
+from tsjepa.encoding import encode_windows  # noqa: E402
 from tsjepa.eval import single_dataset  # noqa: E402
-from tsjepa.eval.embed import encode_windows  # noqa: E402
 from tsjepa.eval.finetune import train_with_early_stopping  # noqa: E402
 from tsjepa.models import Encoder, EncoderOutput  # noqa: E402
 from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
-from tsjepa.train import resolve_device  # noqa: E402
 
 POOLS = ("mean", "max", "last")
 

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from tsjepa.data.batch import Batch
 from tsjepa.data.windows import Windows
-from tsjepa.eval.linear import Ridge
+from tsjepa.heads import Ridge
 from tsjepa.models import Encoder
 
 

@@ -16,7 +16,6 @@ windows with the ridge penalty chosen on val. In the same run, on the same windo
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,27 +34,25 @@ from tsjepa.checkpoint import Pretrained, from_pretrained  # noqa: E402
 from tsjepa.data.sources import DatasetCard, load_card, load_dataset, split_rows  # noqa: E402
 from tsjepa.data.timeseries import TimeSeries  # noqa: E402
 from tsjepa.data.windows import Windows, count_windows, fit_scaler  # noqa: E402
+from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.diagnostics import embedding_report  # noqa: E402
+from tsjepa.encoding import encode_windows  # noqa: E402
 from tsjepa.eval import single_dataset  # noqa: E402
 from tsjepa.eval.baselines import decomposition_features, seasonal_naive  # noqa: E402
-from tsjepa.eval.embed import encode_windows  # noqa: E402
 from tsjepa.eval.finetune import ForecastModel, finetune, predict  # noqa: E402
-from tsjepa.eval.linear import Ridge, fit_ridge  # noqa: E402
+from tsjepa.heads import (  # noqa: E402
+    first_windows,
+    fit_head,
+    fit_probe,
+    fit_stride,
+    probe_predict,
+)
 from tsjepa.models import Encoder, EncoderOutput  # noqa: E402
 from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
-from tsjepa.train import resolve_device  # noqa: E402
 
 BASELINE_FEATURES = {"linear": lambda x: x, "dlinear": decomposition_features}
 
 
-def probe_features(out: EncoderOutput) -> torch.Tensor:
-    """``[N, C, P, D]`` embeddings -> ``[N * C, P * D]`` rows, one per (window, channel)."""
-    return rearrange(out.embeddings, "n c p d -> (n c) (p d)")
-
-
-def normalise(target: torch.Tensor, out: EncoderOutput) -> torch.Tensor:
-    """``[N, C, H]`` -> ``[N * C, H]`` in each window's instance-normalised units."""
-    return rearrange((target - out.loc[..., None]) / out.scale[..., None], "n c h -> (n c) h")
 
 
 def embedding_health(out: EncoderOutput, seed: int, tokens: int = 8192) -> dict[str, float]:
@@ -72,41 +69,9 @@ def metrics(pred: torch.Tensor, target: torch.Tensor, observed: torch.Tensor) ->
     return {"mse": float((err**2).mean()), "mae": float(err.abs().mean())}
 
 
-def fit_head(x: dict[str, torch.Tensor], y: dict[str, torch.Tensor], keep: dict[str, torch.Tensor],
-             alphas: list[float], weight: dict[str, torch.Tensor] | None = None) -> Ridge:
-    """Ridge ``[N, F] -> [N, H]`` fit on the ``keep`` rows of split "train", penalty chosen on "val";
-    ``weight[s]`` ``[N]`` weighs each row's squared error (uniform when None)."""
-    w = {s: None if weight is None else weight[s][keep[s]] for s in ("train", "val")}
-    return fit_ridge(x["train"][keep["train"]], y["train"][keep["train"]], x["val"][keep["val"]],
-                     y["val"][keep["val"]], alphas, w["train"], w["val"])
 
 
-def fit_probe(encoded: dict[str, EncoderOutput], target: dict[str, torch.Tensor], keep: dict[str, torch.Tensor],
-              alphas: list[float]) -> Ridge:
-    """Ridge head from a channel's tokens to its instance-normalised future, per split ``encoded[s]``
-    (``[N, C, P, D]``) and ``target[s]`` ``[N, C, H]``; fit on "train", penalty chosen on "val". Each
-    (window, channel) row is weighted by its scale², so the objective is the squared error in data units,
-    the metric the head is scored on: near-constant windows (scale ~ 0, e.g. rain or night-time radiation
-    in weather) would otherwise have huge normalised targets and dominate the fit."""
-    return fit_head({s: probe_features(o) for s, o in encoded.items()},
-                    {s: normalise(target[s], o) for s, o in encoded.items()}, keep, alphas,
-                    {s: rearrange(o.scale, "n c -> (n c)") ** 2 for s, o in encoded.items()})
 
-
-def first_windows(out: EncoderOutput, n: int) -> EncoderOutput:
-    """The first ``n`` windows of encoder outputs (shared origins of a shorter-horizon encoding)."""
-    return EncoderOutput(*(t[:n] for t in (out.embeddings, out.patch_observed, out.loc, out.scale)))
-
-
-def probe_predict(head: Ridge, out: EncoderOutput) -> torch.Tensor:
-    """Forecasts ``[N, C, H]`` in data units (the window's loc/scale added back)."""
-    pred = rearrange(head(probe_features(out)).float(), "(n c) h -> n c h", n=out.embeddings.shape[0])
-    return pred * out.scale[..., None] + out.loc[..., None]
-
-
-def fit_stride(n_windows: int, n_channels: int, max_rows: int) -> int:
-    """Stride over windows that keeps at most ``max_rows`` (window, channel) rows for fitting ridge heads."""
-    return max(1, math.ceil(n_windows * n_channels / max_rows))
 
 
 def check_span(encoder: Encoder, windows: Windows, ckpt: str) -> None:

@@ -27,20 +27,13 @@ from omegaconf import DictConfig  # noqa: E402
 
 from tsjepa.checkpoint import from_pretrained  # noqa: E402
 from tsjepa.data.windows import drop_observations  # noqa: E402
+from tsjepa.device import resolve_device  # noqa: E402
+from tsjepa.encoding import encode_windows  # noqa: E402
 from tsjepa.eval.baselines import fill_gaps  # noqa: E402
-from tsjepa.eval.embed import encode_windows  # noqa: E402
-from tsjepa.eval.forecast import (  # noqa: E402
-    ForecastData,
-    check_span,
-    first_windows,
-    fit_head,
-    fit_probe,
-    metrics,
-    probe_predict,
-)
+from tsjepa.eval.forecast import ForecastData, check_span, metrics  # noqa: E402
+from tsjepa.heads import first_windows, fit_head, fit_probe, probe_predict  # noqa: E402
 from tsjepa.models import Encoder  # noqa: E402
 from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
-from tsjepa.train import resolve_device  # noqa: E402
 
 FILLS = ("ffill", "linear")
 

@@ -21,8 +21,8 @@ from tsjepa.data.timeseries import TimeSeries
 from tsjepa.data.vocab import ChannelVocab
 from tsjepa.data.windows import SpanWindows, fit_scaler
 from tsjepa.embedding import embed, pooled
-from tsjepa.eval.embed import encode_windows
-from tsjepa.eval.forecast import fit_probe, probe_predict
+from tsjepa.encoding import encode_windows
+from tsjepa.heads import fit_probe, probe_predict
 from tsjepa.models import Encoder, EncoderConfig
 
 ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)

@@ -73,7 +73,9 @@ class PatchTokenizer(nn.Module):
         """times ``[B, C, T]`` -> index ``[B, C, T]`` of the patch each observation falls in."""
         return self.slot_position(times)[0] // self.slots
 
-    def forward(self, values: Tensor, times: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
+    def slot_features(self, values: Tensor, times: Tensor, observed: Tensor) -> Tensor:
+        """(values, times, observed) ``[B, C, T]`` -> ``[B, C, P, 3, S]``: per slot the mean observed value,
+        the observed flag and the mean in-slot offset (0 where the slot holds no observation)."""
         b, c, _ = values.shape
         n_slots = self.num_patches * self.slots
         slot, offset = self.slot_position(times)
@@ -84,6 +86,9 @@ class PatchTokenizer(nn.Module):
         count = sums[:, :, 1:2]
         sums = torch.cat([sums[:, :, :1] / count.clamp(min=1), (count > 0).to(values.dtype),
                           sums[:, :, 2:] / count.clamp(min=1)], dim=2)
-        patches = rearrange(sums, "b c f (p s) -> b c p (f s)", s=self.slots)
-        patch_observed = rearrange(count > 0, "b c 1 (p s) -> b c p s", s=self.slots).any(-1)
-        return self.proj(patches), patch_observed
+        return rearrange(sums, "b c f (p s) -> b c p f s", s=self.slots)
+
+    def forward(self, values: Tensor, times: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
+        slots = self.slot_features(values, times, observed)
+        patch_observed = slots[:, :, :, 1].amax(-1) > 0
+        return self.proj(rearrange(slots, "b c p f s -> b c p (f s)")), patch_observed
