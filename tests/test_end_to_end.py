@@ -168,3 +168,55 @@ def test_channel_identity_eval(pretrained, tmp_path):
     assert len(drops) == 7 and rows["keep first 3"]["n_windows"] == 2785
     for mode in drops:  # fewer channels than in pretraining still encode and forecast
         assert 0.1 < rows[mode]["mse"] < 2.0 and rows[mode]["mse_reference"] > 0
+
+
+def test_projector_is_kept_for_resuming_and_left_out_of_the_pretrained_encoder(tmp_path):
+    options = ["model.objective.projector=[32,8]", "model.objective.sigreg_on=axes"]
+    ckpt = train_module.train(compose_config("train", [
+        "data=etth1", f"run_dir={tmp_path}", "train.steps=2", "train.batch_size=8", "train.warmup=1",
+        "train.log_every=1", *TINY_MODEL, *options,
+    ]))
+    weights = load_file(str(ckpt / "model.safetensors"))
+    assert any(k.startswith("projector.") for k in weights)
+    from tsjepa import from_pretrained
+
+    pretrained = from_pretrained(ckpt)
+    assert not hasattr(pretrained.encoder, "projector")
+    metrics = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0 < metrics["share_sigreg"] < 1 and -1 < metrics["patch_r2"] <= 1
+    longer = train_module.train(compose_config("train", [
+        "data=etth1", f"run_dir={tmp_path}", "train.steps=3", "train.batch_size=8", "train.warmup=1",
+        "train.log_every=1", *TINY_MODEL, *options,
+    ]))
+    assert json.loads((longer / "config.json").read_text())["step"] == 3
+
+
+def test_forecast_over_seeds_and_label_fractions(pretrained, tmp_path):
+    """Two pretraining seeds found by a glob; heads fit on 10% and 100% of the train windows."""
+    other = train_module.train(compose_config("train", [
+        "data=etth1", f"run_dir={tmp_path / 's1'}", "seed=1", "train.steps=2", "train.batch_size=8",
+        "train.warmup=1", *TINY_MODEL,
+    ]))
+    link = tmp_path / "s0"
+    link.mkdir()
+    (link / "checkpoints").symlink_to(pretrained.parent)
+    cfg = compose_config("eval", [
+        "eval=forecast", f"ckpt={tmp_path}/s*/checkpoints/last", f"out_dir={tmp_path}", "eval.horizons=[96]",
+        "eval.plot_windows=1", "eval.train_fractions=[0.1,1.0]",
+    ])
+    path = forecast.run(cfg)
+    record = json.loads(path.read_text())
+    assert record["seed"] == [0, 1] and set(record["checkpoints"]) == {"0", "1"}
+    assert record["checkpoints"]["1"] == str(other)
+    rows = {(r["model"], r["horizon"], r["train_fraction"]): r for r in record["rows"]}
+    for fraction in (0.1, 1.0):
+        for model in ("tsjepa", "random-init"):
+            row = rows[(model, 96, fraction)]
+            assert row["n_seeds"] == 2 and row["mse_std"] > 0 and 0.2 < row["val_mse"] < 2
+        assert rows[("linear", 96, fraction)]["n_seeds"] == 1
+    assert rows[("linear", 96, 0.1)]["mse"] > rows[("linear", 96, 1.0)]["mse"]  # fewer labels, worse head
+    assert 0.5 < rows[("tsjepa", "avg", 1.0)]["lookback_r2"] <= 1
+    assert path.with_name("etth1-label-efficiency.png").stat().st_size > 10_000
+    bad = compose_config("eval", ["eval=forecast", f"ckpt={pretrained}", "eval.seeds=[0,1]"])
+    with pytest.raises(ValueError, match="glob"):
+        forecast.run(bad)

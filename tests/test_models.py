@@ -92,3 +92,17 @@ def test_predictor_shapes(encoder):
     context = torch.rand(2, 3, 8) > 0.5
     out = pred(encoder(batch).embeddings, context, ~context, encoder.tokenizer.patch_starts(), batch.channel_ids)
     assert out.shape == (2, 3, 8, 32) and torch.isfinite(out).all()
+
+
+def test_probe_layers_concatenate_intermediate_outputs(encoder):
+    batch = random_batch(c=3)
+    last = encoder(batch).embeddings
+    both = encoder(batch, layers=(0, -1)).embeddings
+    assert both.shape == (2, 3, 8, 64)
+    torch.testing.assert_close(both[..., 32:], last)
+    every = encoder(batch, layers=tuple(range(encoder.num_layers))).embeddings
+    assert every.shape[-1] == 32 * encoder.num_layers == 32 * 5
+    torch.testing.assert_close(every[..., -32:], last)
+    for bad in ((), (5,), (-6,)):
+        with pytest.raises(ValueError, match="layers"):
+            encoder(batch, layers=bad)

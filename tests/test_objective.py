@@ -2,9 +2,9 @@ import pytest
 import torch
 from conftest import random_batch
 
-from tsjepa.masks import sample_span_mask
+from tsjepa.masks import sample_crops, sample_span_mask
 from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig
-from tsjepa.objective import JEPA, ObjectiveConfig, sigreg_inputs
+from tsjepa.objective import JEPA, ObjectiveConfig, sigreg_inputs, within_window_inputs
 
 
 def test_span_mask_is_contiguous_observed_and_leaves_context():
@@ -89,3 +89,62 @@ def test_ema_target_encoder():
 def test_bad_objective_config():
     with pytest.raises(ValueError, match="sigreg_on"):
         ObjectiveConfig(sigreg_on="everything")
+    with pytest.raises(ValueError, match="views"):
+        ObjectiveConfig(views=-1)
+    with pytest.raises(ValueError, match="ema"):
+        ObjectiveConfig(ema=1.0)
+
+
+def test_sigreg_sample_units_count_their_samples():
+    emb = torch.randn(2, 3, 4, 8)
+    observed = torch.ones(2, 3, 4, dtype=torch.bool)
+    observed[1, 2] = False
+    (window,) = sigreg_inputs(emb, observed, "window")
+    assert window.shape == (2, 8)
+    torch.testing.assert_close(window[1], emb[1, :2].mean((0, 1)))
+    within = within_window_inputs(emb, observed)
+    assert [len(z) for z in within] == [12, 8]  # each window's own observed tokens
+    (axes,) = sigreg_inputs(emb, observed, "axes")
+    torch.testing.assert_close(axes, window)
+
+
+def test_crops_are_contiguous_blocks_of_the_configured_length():
+    observed = torch.ones(32, 2, 20, dtype=torch.bool)
+    crops = sample_crops(observed, views=4, global_views=2, global_keep=0.7, local_keep=0.3,
+                         generator=torch.Generator().manual_seed(0))
+    assert crops.shape == (4, 32, 2, 20)
+    lengths = crops[:, :, 0].sum(-1)
+    assert (lengths[:2] == 14).all() and (lengths[2:] == 6).all()
+    for view in crops[:, :, 0].reshape(-1, 20):
+        idx = view.nonzero().flatten()
+        assert idx.max() - idx.min() + 1 == len(idx)
+    assert torch.equal(crops[:, :, 0], crops[:, :, 1])  # one crop over all channels
+    with pytest.raises(ValueError, match="global_views"):
+        sample_crops(observed, views=2, global_views=3, global_keep=0.7, local_keep=0.3)
+
+
+@pytest.mark.parametrize("options,terms", [
+    ({"projector": [32, 8], "sigreg_on": "axes"}, {"prediction", "sigreg"}),
+    ({"projector": [32, 8], "sigreg_on": "window", "views": 3}, {"prediction", "multiview", "sigreg"}),
+    ({"reconstruction_weight": 0.5}, {"prediction", "sigreg", "reconstruction"}),
+])
+def test_every_objective_option_trains_and_reports_its_terms(options, terms):
+    jepa = make_jepa(lam=0.1, **options)
+    out = jepa(random_batch(b=6), step=0, generator=torch.Generator().manual_seed(1))
+    assert {k for k in out if k in ("prediction", "multiview", "sigreg", "reconstruction")} == terms
+    torch.testing.assert_close(sum(out[f"share_{t}"] for t in terms), torch.tensor(1.0))
+    out["loss"].backward()
+    assert jepa.encoder.tokenizer.proj.weight.grad.abs().sum() > 0
+    for name, module in jepa.training_modules().items():
+        assert all(p.grad is not None for p in module.parameters()), name
+    assert out["patch_values"].shape == out["slot_observed"].shape == (len(out["embeddings"]), 8)
+
+
+def test_projector_output_is_what_sigreg_tests():
+    jepa = make_jepa(lam=1.0, projector=[32, 4])
+    batch = random_batch(b=4)
+    out = jepa(batch, step=3, generator=torch.Generator().manual_seed(1))
+    full = jepa.encoder(batch)
+    (tokens,) = sigreg_inputs(jepa.projector(full.embeddings), full.patch_observed, "tokens")
+    assert tokens.shape[1] == 4
+    torch.testing.assert_close(out["sigreg"], jepa.sigreg(tokens, step=3))

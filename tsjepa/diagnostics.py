@@ -60,3 +60,12 @@ def patch_recoverability(tokens: Tensor, values: Tensor, observed: Tensor,
     y, y_held = values[0::2], values[1::2]
     ridge = fit_ridge(fit, y, held[:half], y_held[:half], list(alphas))
     return r_squared(ridge(held[half:]), y_held[half:], observed[1::2][half:])
+
+
+def recoverability(features: dict[str, Tensor], targets: dict[str, Tensor], observed: dict[str, Tensor],
+                   alphas: list[float]) -> float:
+    """Test R² of a ridge map from ``features[s]`` ``[N_s, F]`` to ``targets[s]`` ``[N_s, K]`` fit on split
+    "train" with the penalty chosen on "val", scored on the ``observed[s]`` entries of "test": how much of
+    the targets (e.g. the instance-normalised lookback window) the frozen features still hold."""
+    ridge = fit_ridge(features["train"], targets["train"], features["val"], targets["val"], alphas)
+    return r_squared(ridge(features["test"]), targets["test"], observed["test"])

@@ -16,14 +16,16 @@ from tsjepa.models import Encoder, EncoderOutput
 @torch.no_grad()
 def encode_windows(encoder: Encoder, windows: Windows | RecordWindows, index: torch.Tensor, batch_size: int = 256,
                    device: torch.device | str = "cpu", desc: str = "encode",
-                   transform: Callable[[Batch], Batch] | None = None) -> EncoderOutput:
-    """Encoder outputs of windows ``index`` ``[N]``, concatenated on the CPU (embeddings ``[N, C, P, D]``).
+                   transform: Callable[[Batch], Batch] | None = None,
+                   layers: tuple[int, ...] | None = None) -> EncoderOutput:
+    """Encoder outputs of windows ``index`` ``[N]``, concatenated on the CPU (embeddings ``[N, C, P, D]``, or
+    ``[N, C, P, len(layers) * D]`` for several ``layers``, see `Encoder.forward`).
     ``transform`` edits each batch before encoding (e.g. permuting or dropping channels)."""
     encoder.eval()
     parts = []
     for chunk in tqdm(index.split(batch_size), desc=desc, leave=False, dynamic_ncols=True):
         batch = windows.batch(chunk) if transform is None else transform(windows.batch(chunk))
         batch.validate(windows.span)
-        out = encoder(batch.to(device))
+        out = encoder(batch.to(device), layers=layers)
         parts.append([t.cpu() for t in (out.embeddings, out.patch_observed, out.loc, out.scale)])
     return EncoderOutput(*[torch.cat(p) for p in zip(*parts, strict=True)])

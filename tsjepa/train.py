@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,7 +182,7 @@ def train(cfg: DictConfig) -> Path:
         jepa.update_target()
         if ddp.main and ((step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps):
             tokens = slice(0, cfg.train.diagnostic_tokens)
-            metrics = {"step": step + 1, **{k: v.item() for k, v in out.items() if v.ndim == 0},
+            metrics = {"step": step + 1, "time": round(time.time(), 1), **{k: v.item() for k, v in out.items() if v.ndim == 0},
                        "lr": optimizer.param_groups[0]["lr"],
                        **embedding_report(out["embeddings"][tokens], step=step),
                        "patch_r2": patch_recoverability(out["embeddings"][tokens], out["patch_values"][tokens],

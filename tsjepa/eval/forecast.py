@@ -16,6 +16,8 @@ windows with the ridge penalty chosen on val. In the same run, on the same windo
 from __future__ import annotations
 
 import copy
+import glob
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +32,12 @@ from einops import rearrange  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from tsjepa.checkpoint import Pretrained, from_pretrained  # noqa: E402
+from tsjepa.checkpoint import Pretrained, from_pretrained, read_config  # noqa: E402
 from tsjepa.data.sources import DatasetCard, load_card, load_dataset, split_rows  # noqa: E402
 from tsjepa.data.timeseries import TimeSeries  # noqa: E402
 from tsjepa.data.windows import Windows, count_windows, fit_scaler  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
-from tsjepa.diagnostics import embedding_report  # noqa: E402
+from tsjepa.diagnostics import embedding_report, recoverability  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
 from tsjepa.eval import single_dataset  # noqa: E402
 from tsjepa.eval.baselines import decomposition_features, seasonal_naive  # noqa: E402
@@ -45,14 +47,14 @@ from tsjepa.heads import (  # noqa: E402
     fit_head,
     fit_probe,
     fit_stride,
+    normalise,
+    probe_features,
     probe_predict,
 )
 from tsjepa.models import Encoder, EncoderOutput  # noqa: E402
-from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
+from tsjepa.results import aggregate_seeds, device_description, save_figure, write_results  # noqa: E402
 
 BASELINE_FEATURES = {"linear": lambda x: x, "dlinear": decomposition_features}
-
-
 
 
 def embedding_health(out: EncoderOutput, seed: int, tokens: int = 8192) -> dict[str, float]:
@@ -128,33 +130,94 @@ class ForecastData:
         return {s: fit_stride(n, len(self.ids), max_rows) for s, n in counts.items()} | {"test": 1}
 
 
-def run(cfg: DictConfig) -> Path:
-    start = time.time()
-    device = resolve_device(cfg.device)
-    pretrained = from_pretrained(cfg.ckpt, map_location=device)
+def seed_checkpoints(cfg: DictConfig) -> dict[int, str]:
+    """Seed -> checkpoint path. A ``ckpt`` glob (``'runs/etth1-base-cpu-s*/checkpoints/last'``) gives one
+    checkpoint per pretraining seed (read from each one's config.json), optionally narrowed to
+    ``eval.seeds``; each seed also draws its random-init twin. A single checkpoint is scored with ``seed``."""
+    if not glob.has_magic(str(cfg.ckpt)):
+        if cfg.eval.seeds and list(cfg.eval.seeds) != [cfg.seed]:
+            raise ValueError(f"eval.seeds={list(cfg.eval.seeds)} needs one checkpoint per seed: give ckpt as a "
+                             "glob, e.g. ckpt='runs/etth1-base-cpu-s*/checkpoints/last'")
+        return {int(cfg.seed): str(cfg.ckpt)}
+    found: dict[int, str] = {}
+    for path in sorted(glob.glob(str(cfg.ckpt))):
+        seed = int(read_config(path).get("seed", -1))
+        if seed in found:
+            raise ValueError(f"checkpoints {found[seed]} and {path} were both pretrained with seed {seed}")
+        found[seed] = path
+    wanted = [int(s) for s in cfg.eval.seeds] if cfg.eval.seeds else sorted(found)
+    missing = [s for s in wanted if s not in found]
+    if not found or missing:
+        raise ValueError(f"ckpt={cfg.ckpt} matches no checkpoint of seed(s) {missing or wanted} "
+                         f"(found seeds {sorted(found)})")
+    return {s: found[s] for s in wanted}
+
+
+def train_fractions(cfg: DictConfig) -> list[float]:
+    fractions = sorted({float(f) for f in cfg.eval.train_fractions})
+    if not fractions or not all(0 < f <= 1 for f in fractions):
+        raise ValueError(f"eval.train_fractions must be a non-empty list in (0, 1], got {cfg.eval.train_fractions}")
+    return fractions
+
+
+def latest(keep: torch.Tensor, n_windows: int, fraction: float) -> torch.Tensor:
+    """``keep`` ``[N * C]`` restricted to the (window, channel) rows of the last ``fraction`` of ``n_windows``."""
+    recent = torch.arange(n_windows) >= n_windows - math.ceil(fraction * n_windows)
+    return keep & recent.repeat_interleave(len(keep) // n_windows)
+
+
+def lookback_recoverability(encoded: dict[str, EncoderOutput], split_windows: dict[str, Windows],
+                            alphas: list[float], every: int = 4) -> float:
+    """R² with which a ridge map from a channel's frozen tokens recovers its instance-normalised lookback
+    window (every ``every``-th window of each split; fit on train, penalty on val, scored on test)."""
+    features, targets, observed = {}, {}, {}
+    for split, w in split_windows.items():
+        index = torch.arange(0, len(w), every)
+        batch, out = w.batch(index), encoded[split]
+        part = EncoderOutput(*(t[index] for t in (out.embeddings, out.patch_observed, out.loc, out.scale)))
+        features[split] = probe_features(part)
+        targets[split] = normalise(batch.values, part)
+        observed[split] = rearrange(batch.observed, "n c l -> (n c) l")
+    return recoverability(features, targets, observed, alphas)
+
+
+@dataclass
+class SeedScores:
+    rows: list[dict]
+    penalties: dict[str, float]
+    finetune_logs: dict[str, dict]
+    examples: dict
+    pretrain_step: int
+
+
+def score_seed(cfg: DictConfig, ckpt: str, seed: int, device: torch.device, baselines: bool) -> SeedScores:
+    """Every row of one pretraining seed: probes (and fine-tuning) of the checkpoint and of the random-init
+    twin drawn with ``seed``, per horizon and train fraction; the raw baselines too when ``baselines``."""
+    pretrained = from_pretrained(ckpt, map_location=device)
     data = ForecastData.load(cfg, "forecast", pretrained)
-    ts, card, rows, lookback = data.series, data.card, data.rows, data.lookback
-    name = card.name
-    horizons = sorted(cfg.eval.horizons or card.protocol["horizons"])
-    windows = data.windows
+    horizons = sorted(cfg.eval.horizons or data.card.protocol["horizons"])
+    windows, fractions, layers = data.windows, train_fractions(cfg), tuple(cfg.eval.probe_layers)
     # Windows for the shortest horizon are a superset (same origins, in order) of those for longer ones.
     stride = data.strides(horizons[0], cfg.eval.max_fit_rows)
     base = {split: windows(split, horizons[0], stride[split]) for split in stride}
-    check_span(pretrained.encoder, base["train"], cfg.ckpt)
-    torch.manual_seed(cfg.seed)
+    check_span(pretrained.encoder, base["train"], ckpt)
+    torch.manual_seed(seed)
     encoders = {"tsjepa": pretrained.encoder}
     if cfg.eval.random_baseline:
         encoders["random-init"] = Encoder(pretrained.encoder.config).to(device)
     encoded = {
         model: {split: encode_windows(enc, w, torch.arange(len(w)), cfg.eval.batch_size, device,
-                                      desc=f"{model}/{split}")
+                                      desc=f"{model}/{split}", layers=layers)
                 for split, w in base.items()}
         for model, enc in encoders.items()
     }
-    # anti-collapse evidence beside the errors: effective rank / isotropy of test token embeddings
-    health = {model: embedding_health(enc["test"], cfg.seed) for model, enc in encoded.items()}
-    rows_out, examples, finetune_logs, penalties = [], {}, {}, {}
     alphas = list(cfg.eval.alphas)
+    # anti-collapse and lost-detail evidence beside the errors: effective rank / isotropy of test token
+    # embeddings, and how much of the lookback window a ridge map recovers from them
+    health = {model: {**embedding_health(enc["test"], seed),
+                      "lookback_r2": lookback_recoverability(enc, base, alphas)}
+              for model, enc in encoded.items()}
+    rows, penalties, finetune_logs, examples = [], {}, {}, {}
     for horizon in horizons:
         split_windows = {split: windows(split, horizon, stride[split]) for split in base}
         n = {split: len(w) for split, w in split_windows.items()}
@@ -164,58 +227,117 @@ def run(cfg: DictConfig) -> Path:
         # the raw-window linear model: features = lookback values (unobserved ones at the train mean, 0)
         raw = {s: (rearrange(b.values, "n c l -> (n c) l"), rearrange(b.target, "n c h -> (n c) h"))
                for s, b in full.items()}
-        preds = {}  # (model, mode) -> [(N C), H]
-        for model, features in BASELINE_FEATURES.items():
-            x = {s: features(v[0]) for s, v in raw.items()}
-            ridge = fit_head(x, {s: v[1] for s, v in raw.items()}, keep, alphas)
-            preds[model, "supervised"], penalties[f"{model}/{horizon}"] = ridge(x["test"]).float(), ridge.alpha
-        preds["seasonal-naive", "naive"] = seasonal_naive(raw["test"][0], horizon, card.protocol["season"])
-        for model, enc in encoded.items():
-            part = {s: first_windows(o, n[s]) for s, o in enc.items()}
-            head = fit_probe(part, {s: b.target for s, b in full.items()}, keep, alphas)
-            penalties[f"{model}/{horizon}"] = head.alpha
-            preds[model, "probe"] = rearrange(probe_predict(head, part["test"]), "n c h -> (n c) h")
-            if "finetune" in cfg.eval.modes:
-                tuned, log = finetune(
-                    ForecastModel(copy.deepcopy(encoders[model]), head), windows("train", horizon),
-                    windows("val", horizon, cfg.eval.finetune.val_stride),
-                    cfg.eval.finetune, cfg.seed, device, desc=f"{model}/finetune H={horizon}")
-                mode = "finetune" if model == "tsjepa" else "supervised"
-                preds[model, mode] = rearrange(predict(tuned, split_windows["test"], cfg.eval.batch_size, device),
-                                               "n c h -> (n c) h")
-                finetune_logs[f"{model}/{horizon}"] = log
-        truth = raw["test"][1]
-        observed = rearrange(full["test"].target_observed, "n c h -> (n c) h")
-        for (model, mode), pred in preds.items():
-            rows_out.append({"model": model, "mode": mode, "horizon": horizon,
-                             **metrics(pred, truth, observed),
+        truth = {s: v[1] for s, v in raw.items()}
+        observed = {s: rearrange(b.target_observed, "n c h -> (n c) h") for s, b in full.items()}
+        for fraction in fractions:
+            tag = f"{horizon}@{fraction:g}"
+            fit_keep = keep | {"train": latest(keep["train"], n["train"], fraction)}
+            preds = {}  # (model, mode) -> {split: [(N C), H]}
+            if baselines:
+                for model, features in BASELINE_FEATURES.items():
+                    x = {s: features(v[0]) for s, v in raw.items()}
+                    ridge = fit_head(x, truth, fit_keep, alphas)
+                    preds[model, "supervised"] = {s: ridge(x[s]).float() for s in ("val", "test")}
+                    penalties[f"{model}/{tag}"] = ridge.alpha
+                if fraction == fractions[-1]:
+                    preds["seasonal-naive", "naive"] = {
+                        s: seasonal_naive(raw[s][0], horizon, data.card.protocol["season"]) for s in ("val", "test")}
+            for model, enc in encoded.items():
+                part = {s: first_windows(o, n[s]) for s, o in enc.items()}
+                head = fit_probe(part, {s: b.target for s, b in full.items()}, fit_keep, alphas)
+                penalties[f"{model}/{tag}"] = head.alpha
+                preds[model, "probe"] = {s: rearrange(probe_predict(head, part[s]), "n c h -> (n c) h")
+                                         for s in ("val", "test")}
+                if "finetune" in cfg.eval.modes and fraction == fractions[-1]:
+                    if layers != (-1,):
+                        raise ValueError("eval.modes=[finetune] fine-tunes the last layer's head; set "
+                                         "eval.probe_layers=[-1]")
+                    tuned, log = finetune(
+                        ForecastModel(copy.deepcopy(encoders[model]), head), windows("train", horizon),
+                        windows("val", horizon, cfg.eval.finetune.val_stride),
+                        cfg.eval.finetune, seed, device, desc=f"{model}/finetune H={horizon}")
+                    mode = "finetune" if model == "tsjepa" else "supervised"
+                    preds[model, mode] = {"test": rearrange(
+                        predict(tuned, split_windows["test"], cfg.eval.batch_size, device), "n c h -> (n c) h")}
+                    finetune_logs[f"{model}/{horizon}"] = log
+            for (model, mode), pred in preds.items():
+                val = ({"val_mse": metrics(pred["val"], truth["val"], observed["val"])["mse"]}
+                       if "val" in pred else {})
+                rows.append({"model": model, "mode": mode, "horizon": horizon, "train_fraction": fraction,
+                             **metrics(pred["test"], truth["test"], observed["test"]), **val,
                              "n_windows": n["test"]})
-            print(f"H={horizon:4d} {model:14s} {mode:10s} mse={rows_out[-1]['mse']:.4f} "
-                  f"mae={rows_out[-1]['mae']:.4f} n_windows={n['test']}")
-        if horizon == horizons[0]:
-            examples = {"batch": full["test"], "preds": preds, "n": n["test"]}
-    for model, mode in dict.fromkeys((r["model"], r["mode"]) for r in rows_out):
-        mine = [r for r in rows_out if (r["model"], r["mode"]) == (model, mode)]
-        rows_out.append({"model": model, "mode": mode, "horizon": "avg",
-                         "mse": sum(r["mse"] for r in mine) / len(mine),
-                         "mae": sum(r["mae"] for r in mine) / len(mine),
-                         "n_windows": sum(r["n_windows"] for r in mine),
-                         **(health[model] if mode == "probe" else {})})
+                print(f"seed {seed} H={horizon:4d} f={fraction:g} {model:14s} {mode:10s} "
+                      f"mse={rows[-1]['mse']:.4f} mae={rows[-1]['mae']:.4f} n_windows={n['test']}")
+            if horizon == horizons[0] and fraction == fractions[-1]:
+                examples = {"batch": full["test"], "preds": {k: v["test"] for k, v in preds.items()},
+                            "n": n["test"], "horizon": horizon, "data": data}
+    for model, mode, fraction in dict.fromkeys((r["model"], r["mode"], r["train_fraction"]) for r in rows):
+        mine = [r for r in rows if (r["model"], r["mode"], r["train_fraction"]) == (model, mode, fraction)]
+        mean = {k: sum(r[k] for r in mine) / len(mine) for k in ("mse", "mae", "val_mse") if k in mine[0]}
+        rows.append({"model": model, "mode": mode, "horizon": "avg", "train_fraction": fraction, **mean,
+                     "n_windows": sum(r["n_windows"] for r in mine),
+                     **(health[model] if mode == "probe" else {})})
+    return SeedScores(rows, penalties, finetune_logs, examples, pretrained.step)
+
+
+def plot_fractions(path: Path, rows: list[dict], dataset: str) -> None:
+    """Average test MSE against the share of train windows the heads were fit on, mean ± std over seeds."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for model, mode in (("tsjepa", "probe"), ("random-init", "probe"), ("linear", "supervised")):
+        mine = sorted((r for r in rows if (r["model"], r["mode"], r["horizon"]) == (model, mode, "avg")),
+                      key=lambda r: r["train_fraction"])
+        if mine:
+            ax.errorbar([r["train_fraction"] for r in mine], [r["mse"] for r in mine],
+                        yerr=[r.get("mse_std", 0.0) for r in mine], marker="o", capsize=3,
+                        label=f"{model} ({mode})")
+    ax.set_xscale("log")
+    ax.set_xlabel("share of train windows the head is fit on (the most recent ones)")
+    ax.set_ylabel("test MSE, average over horizons")
+    ax.set_title(f"{dataset}: label efficiency", fontsize=10)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def run(cfg: DictConfig) -> Path:
+    start = time.time()
+    device = resolve_device(cfg.device)
+    ckpts = seed_checkpoints(cfg)
+    scores = {seed: score_seed(cfg, ckpt, seed, device, baselines=i == 0)
+              for i, (seed, ckpt) in enumerate(ckpts.items())}
+    first = scores[next(iter(scores))]
+    rows = aggregate_seeds({seed: s.rows for seed, s in scores.items()},
+                           keys=("model", "mode", "horizon", "train_fraction"),
+                           metrics=("mse", "mae", "val_mse"))
+    examples = first.examples
+    data: ForecastData = examples["data"]
+    card, lookback = data.card, data.lookback
+    stride = data.strides(examples["horizon"], cfg.eval.max_fit_rows)
+    seeds = list(ckpts)
     out = write_results(
-        cfg.out_dir, "forecast", name, rows_out, seed=cfg.seed, device=device_description(device),
-        wall_s=time.time() - start,
-        extra={"ckpt": str(cfg.ckpt), "lookback": lookback, "pretrain_step": pretrained.step,
+        cfg.out_dir, "forecast", card.name, rows, seed=seeds[0] if len(seeds) == 1 else seeds,
+        device=device_description(device), wall_s=time.time() - start,
+        extra={"ckpt": str(cfg.ckpt), "checkpoints": {str(k): v for k, v in ckpts.items()}, "lookback": lookback,
+               "pretrain_step": first.pretrain_step, "probe_layers": list(cfg.eval.probe_layers),
                "fit_stride": {s: stride[s] for s in ("train", "val")},
-               "ridge_alpha": penalties, "finetune": finetune_logs},
+               "ridge_alpha": {str(k): s.penalties for k, s in scores.items()},
+               "finetune": {str(k): s.finetune_logs for k, s in scores.items() if s.finetune_logs},
+               "per_seed": {str(k): s.rows for k, s in scores.items()} if len(seeds) > 1 else {}},
         notes=(f"Frozen encoder + ridge head per horizon (penalty chosen on val); lookback {lookback}; "
                "all test windows, stride 1; MSE/MAE on train-standardised values (observed targets only); "
                f"ridge heads fit on train windows with stride {stride['train']}, penalty chosen on val windows "
-               f"with stride {stride['val']}. `linear`: ridge on the raw lookback window; `dlinear`: ridge on its trend/remainder decomposition (kernel 25); "
+               f"with stride {stride['val']}; `train_fraction`: heads fit on that share of the train windows, "
+               "the most recent ones; `val_mse`: the same head on the val windows (what variants are chosen "
+               f"on). Encoder rows: mean over {len(seeds)} seed(s) {seeds} (pretraining seed and the random-init "
+               "twin's seed), `mse_std`/`mae_std` the std over seeds (sample std; absent for one seed); baselines "
+               "are deterministic (n_seeds 1). `linear`: ridge on the raw lookback window; `dlinear`: ridge on "
+               "its trend/remainder decomposition (kernel 25); "
                f"`seasonal-naive`: last season repeated (period {card.protocol['season']}); "
                "`random-init`: the same encoder architecture with random weights, frozen. On the avg rows of "
-               "encoders: effective rank of 8192 test token embeddings and their SIGReg statistic "
-               "(`isotropy`, about 1.06 for an isotropic Gaussian)."),
+               "encoders: effective rank of 8192 test token embeddings, their SIGReg statistic "
+               "(`isotropy`, about 1.06 for an isotropic Gaussian), and `lookback_r2`: the test R² of a ridge "
+               "map from a channel's tokens back to its instance-normalised lookback window (1 = nothing lost)."),
     )
+    ts = data.series
     channel = ts.channels.index(cfg.eval.plot_channel) if cfg.eval.plot_channel in ts.channels else -1
     picks = torch.linspace(0, examples["n"] - 1, cfg.eval.plot_windows).long()
     batch = examples["batch"]
@@ -223,7 +345,9 @@ def run(cfg: DictConfig) -> Path:
         out.with_suffix(".png"), batch.values[picks, channel], batch.target[picks, channel],
         {f"{m} ({mode})": rearrange(p, "(n c) h -> n c h", n=examples["n"])[picks, channel]
          for (m, mode), p in examples["preds"].items()},
-        ts.channels[channel], horizons[0], [int(rows["test"][0] + lookback + i) for i in picks],
+        ts.channels[channel], examples["horizon"], [int(data.rows["test"][0] + lookback + i) for i in picks],
     )
+    if len(train_fractions(cfg)) > 1:
+        plot_fractions(out.with_name(f"{card.name}-label-efficiency.png"), rows, card.name)
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
     return out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tsjepa.data.batch import Batch
@@ -58,9 +60,24 @@ class Encoder(nn.Module):
     def num_patches(self) -> int:
         return self.tokenizer.num_patches
 
-    def forward(self, batch: Batch, context: Tensor | None = None) -> EncoderOutput:
+    @property
+    def num_layers(self) -> int:
+        """Outputs `forward` can read with ``layers``: 0 the input tokens, k after block k, the last normed."""
+        return len(self.blocks) + 1
+
+    def forward(self, batch: Batch, context: Tensor | None = None, layers: tuple[int, ...] | None = None
+                ) -> EncoderOutput:
         """context ``[B, C, P]`` bool: the visible patches (default: all observed ones). Other patches are never
-        attended to, and their values do not enter the instance-normalisation statistics."""
+        attended to, and their values do not enter the instance-normalisation statistics.
+
+        layers: which outputs make the embeddings, concatenated along D (``[B, C, P, len(layers) * D]``):
+        0 = the input tokens (patch embedding + time + channel), k = after block k (1..2*depth), -1 = the
+        final, normed output (the default, alone). Intermediate outputs are layer-normed without affine."""
+        picks = [-1] if layers is None else [int(k) for k in layers]
+        if not picks or any(not -self.num_layers <= k < self.num_layers for k in picks):
+            raise ValueError(f"layers must be a non-empty list in [-{self.num_layers}, {self.num_layers}), "
+                             f"got {layers}")
+        picks = [k % self.num_layers for k in picks]
         if (batch.channel_ids >= self.config.channel_capacity).any() or (batch.channel_ids < 0).any():
             raise ValueError(
                 f"channel ids must lie in [0, {self.config.channel_capacity}); "
@@ -77,6 +94,11 @@ class Encoder(nn.Module):
         starts = self.tokenizer.patch_starts(values.device)
         x = tokens + self.time_encoding(starts) + self.channel_embedding(batch.channel_ids)[:, :, None, :]
         keys = patch_observed if context is None else patch_observed & context
-        for block in self.blocks:
+        outputs = {0: x}
+        for k, block in enumerate(self.blocks, start=1):
             x = block(x, keys)
-        return EncoderOutput(self.norm(x), patch_observed, loc, scale)
+            outputs[k] = x
+        last = self.num_layers - 1
+        outputs[last] = self.norm(x)
+        embeddings = [outputs[k] if k == last else F.layer_norm(outputs[k], outputs[k].shape[-1:]) for k in picks]
+        return EncoderOutput(torch.cat(embeddings, -1), patch_observed, loc, scale)

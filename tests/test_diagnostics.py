@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+from tsjepa.diagnostics import patch_recoverability, r_squared, recoverability
+from tsjepa.results import aggregate_seeds
+
+
+def test_r_squared():
+    y = torch.randn(200, 3)
+    assert r_squared(y, y) == pytest.approx(1.0)
+    assert r_squared(y.mean(0).expand_as(y), y) == pytest.approx(0.0, abs=1e-12)
+    observed = torch.ones_like(y, dtype=torch.bool)
+    observed[:, 2] = False
+    noisy = y.clone()
+    noisy[:, 2] += 100  # an unobserved column cannot lower the score
+    assert r_squared(noisy, y, observed) == pytest.approx(1.0)
+
+
+def test_recoverability_tells_kept_from_discarded_detail():
+    gen = torch.Generator().manual_seed(0)
+    values = torch.randn(3000, 8, generator=gen)
+    kept = values @ torch.randn(8, 32, generator=gen)  # a linear, invertible code of the values
+    lost = values[:, :2] @ torch.randn(2, 32, generator=gen)  # keeps 2 of 8 values
+    observed = torch.ones_like(values, dtype=torch.bool)
+    assert patch_recoverability(kept, values, observed) > 0.99
+    assert 0.15 < patch_recoverability(lost, values, observed) < 0.35
+    split = {"train": slice(0, 2000), "val": slice(2000, 2500), "test": slice(2500, 3000)}
+    r2 = recoverability({s: lost[i] for s, i in split.items()}, {s: values[i] for s, i in split.items()},
+                        {s: observed[i] for s, i in split.items()}, [1e-3, 1e-1])
+    assert 0.15 < r2 < 0.35
+
+
+def test_aggregate_seeds_means_stds_and_counts():
+    rows = {
+        0: [{"model": "tsjepa", "horizon": 96, "mse": 0.40, "n_windows": 10},
+            {"model": "linear", "horizon": 96, "mse": 0.41, "n_windows": 10}],
+        1: [{"model": "tsjepa", "horizon": 96, "mse": 0.42, "n_windows": 10}],
+    }
+    out = aggregate_seeds(rows, keys=("model", "horizon"), metrics=("mse",))
+    assert [r["model"] for r in out] == ["tsjepa", "linear"]
+    assert out[0]["mse"] == pytest.approx(0.41) and out[0]["mse_std"] == pytest.approx(0.0141421, rel=1e-4)
+    assert out[0]["n_seeds"] == 2 and out[0]["n_windows"] == 10
+    assert out[1]["n_seeds"] == 1 and "mse_std" not in out[1]
