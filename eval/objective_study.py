@@ -101,7 +101,7 @@ def collect(data: str) -> tuple[list[dict], dict, str]:
     twins, baselines = [], {}
     for name, (what, overrides) in VARIANTS.items():
         records = {}
-        for path in sorted(result_path(data, name, 0).parents[4].glob(f"{name}-s*/eval/forecast/{data}.json")):
+        for path in sorted(result_path(data, name, 0).parents[3].glob(f"{name}-s*/eval/forecast/{data}.json")):
             record = json.loads(path.read_text())
             records[int(record["seed"])] = record
         if not records:

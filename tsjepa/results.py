@@ -13,15 +13,20 @@ from pathlib import Path
 
 import torch
 
-from tsjepa.data.sources import REPO_ROOT
+from tsjepa.resources import CHECKOUT, in_checkout
 
 
 def git_commit() -> str:
-    """HEAD's hash, suffixed ``-dirty`` when tracked files have uncommitted changes; 'unknown' outside git."""
+    """HEAD's hash, suffixed ``-dirty`` when tracked files have uncommitted changes; for an installed package
+    (no checkout) the tsjepa version."""
+    if not in_checkout():
+        from tsjepa import __version__
+
+        return f"tsjepa {__version__} (installed package)"
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=CHECKOUT, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=CHECKOUT,
                                capture_output=True, text=True, check=True).stdout.strip()
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
@@ -42,7 +47,7 @@ def command_line() -> str:
             args[0] = args[0].removeprefix("eval=")
         program = ["python", "-m", "tsjepa.eval"]
     else:
-        program = ["python", os.path.relpath(sys.argv[0], REPO_ROOT)]
+        program = ["python", os.path.relpath(sys.argv[0], CHECKOUT)]
     return shlex.join([*program, *args])
 
 

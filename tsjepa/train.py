@@ -31,15 +31,17 @@ from tsjepa.checkpoint import (
 )
 from tsjepa.data.anomaly import AnomalySet
 from tsjepa.data.records import ClippedScaler, RecordSet, RecordWindows
-from tsjepa.data.sources import load_card, load_dataset, split_rows
+from tsjepa.data.sources import DatasetCard, load_source, split_rows
+from tsjepa.data.timeseries import TimeSeries
 from tsjepa.data.vocab import ChannelVocab
 from tsjepa.data.windows import Windows, fit_scaler
 from tsjepa.device import resolve_device
 from tsjepa.diagnostics import embedding_report, patch_recoverability
 from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig
 from tsjepa.objective import JEPA, ObjectiveConfig
+from tsjepa.resources import resource_dir
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+CONFIG_DIR = str(resource_dir("configs"))
 
 
 @dataclass
@@ -61,11 +63,12 @@ def setup_distributed(device: torch.device) -> Distributed:
     return Distributed(dist.get_rank(), dist.get_world_size())
 
 
-def pretraining_windows(cfg: DictConfig) -> tuple[list[Windows | RecordWindows], ChannelVocab]:
-    """Train-split windows (no val/test rows, no held-out records) of every dataset in ``cfg.data.datasets``,
-    and their vocabulary."""
-    loaded = [load_dataset(name, cfg.data.dir) for name in cfg.data.datasets]
-    cards = [load_card(name) for name in cfg.data.datasets]
+def pretraining_windows(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None = None
+                        ) -> tuple[list[Windows | RecordWindows], ChannelVocab]:
+    """Train-split windows (no val/test rows, no held-out records) of every dataset in ``cfg.data.datasets``
+    (or of the given ``sources``: (data, card) pairs already loaded), and their vocabulary."""
+    sources = sources or [load_source(name, cfg.data) for name in cfg.data.datasets]
+    loaded, cards = zip(*sources, strict=True)
     keys = [card.channel_keys(data.channels) for data, card in zip(loaded, cards, strict=True)]
     vocab = ChannelVocab(capacity=cfg.model.encoder.channel_capacity)
     for names in keys:
@@ -129,14 +132,15 @@ def restore(jepa: JEPA, optimizer: torch.optim.Optimizer, path: Path) -> int:
     return int(read_config(path)["step"])
 
 
-def train(cfg: DictConfig) -> Path:
-    """Run pretraining as configured; returns the final checkpoint directory."""
+def train(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None = None) -> Path:
+    """Run pretraining as configured (on ``sources`` instead of ``cfg.data.datasets`` when given: (data, card)
+    pairs already in memory); returns the final checkpoint directory."""
     device = resolve_device(cfg.train.device)
     ddp = setup_distributed(device)
     if device.type == "cuda":
         device = torch.device("cuda", ddp.rank % torch.cuda.device_count())
     torch.manual_seed(cfg.seed)
-    windows, vocab = pretraining_windows(cfg)
+    windows, vocab = pretraining_windows(cfg, sources)
     jepa = build(cfg, windows[0].span, cfg.seed).to(device)
     model = torch.nn.parallel.DistributedDataParallel(jepa) if ddp.world > 1 else jepa
     params = [p for p in jepa.parameters() if p.requires_grad]

@@ -1,8 +1,8 @@
 """Dataset cards and loaders: find the file, verify its checksum, download it only when it is missing.
 
-A card is ``datasets/<name>.yaml`` at the repository root (source URL, sha256, license, file layout and
-evaluation protocol). The data directory comes from the ``data.dir`` config key, else the
-``TSJEPA_DATA_DIR`` environment variable, else ``../shared/datasets`` beside the repository.
+A card is ``datasets/<name>.yaml`` (source URL, sha256, license, file layout and evaluation protocol), shipped
+with the package (`tsjepa.resources`). The data directory comes from the ``data.dir`` config key, else the
+``TSJEPA_DATA_DIR`` environment variable, else `default_data_dir` (``../shared/datasets`` beside a checkout).
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from omegaconf import DictConfig
 
 from tsjepa.data.anomaly import AnomalySet, load_nab, load_smd, load_ucr
+from tsjepa.data.files import load_file
 from tsjepa.data.records import RecordSet
 from tsjepa.data.timeseries import TimeSeries
+from tsjepa.resources import default_data_dir, resource_dir
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CARDS_DIR = REPO_ROOT / "datasets"
 DATA_DIR_ENV = "TSJEPA_DATA_DIR"
 
 
@@ -60,9 +61,10 @@ class DatasetCard:
 
 
 def load_card(name: str) -> DatasetCard:
-    path = CARDS_DIR / f"{name}.yaml"
+    cards = resource_dir("datasets")
+    path = cards / f"{name}.yaml"
     if not path.exists():
-        known = sorted(p.stem for p in CARDS_DIR.glob("*.yaml"))
+        known = sorted(p.stem for p in cards.glob("*.yaml"))
         raise DatasetError(f"unknown dataset {name!r}; cards exist for {known}")
     raw = yaml.safe_load(path.read_text())
     fields = DatasetCard.__dataclass_fields__
@@ -71,8 +73,8 @@ def load_card(name: str) -> DatasetCard:
 
 
 def data_dir(configured: str | os.PathLike | None = None) -> Path:
-    """The data directory: ``configured``, else ``$TSJEPA_DATA_DIR``, else ``<repo>/../shared/datasets``."""
-    chosen = configured or os.environ.get(DATA_DIR_ENV) or REPO_ROOT.parent / "shared" / "datasets"
+    """The data directory: ``configured``, else ``$TSJEPA_DATA_DIR``, else `default_data_dir`."""
+    chosen = configured or os.environ.get(DATA_DIR_ENV) or default_data_dir()
     return Path(chosen).expanduser().resolve()
 
 
@@ -251,6 +253,14 @@ def load_dataset(name: str, root: str | os.PathLike | None = None) -> TimeSeries
     `AnomalySet` for a labelled anomaly benchmark."""
     card = load_card(name)
     return LOADERS[card.format](fetch(card, data_dir(root)), card)
+
+
+def load_source(name: str, data: DictConfig) -> tuple[TimeSeries | RecordSet | AnomalySet, DatasetCard]:
+    """A dataset named in ``data.datasets`` and its card: a card in ``datasets/``, or ``file`` for the user's
+    own file (``data.path``, see `tsjepa.data.files`)."""
+    if name == "file":
+        return load_file(data)
+    return load_dataset(name, data.get("dir")), load_card(name)
 
 
 def split_rows(card: DatasetCard, n_rows: int, lookback: int) -> dict[str, tuple[int, int]]:

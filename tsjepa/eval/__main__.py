@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import importlib
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from tsjepa.resources import resource_dir
+
 TASKS = {"forecast": "tsjepa.eval.forecast", "classify": "tsjepa.eval.classify",
          "irregular": "tsjepa.eval.irregular", "channels": "tsjepa.eval.channels",
          "rare": "tsjepa.eval.rare", "crosschannel": "tsjepa.eval.crosschannel"}
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+CONFIG_DIR = str(resource_dir("configs"))
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="eval", version_base="1.3")

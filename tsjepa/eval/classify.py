@@ -45,7 +45,7 @@ from torch import Tensor, nn  # noqa: E402
 
 from tsjepa.checkpoint import Pretrained, from_pretrained  # noqa: E402
 from tsjepa.data.records import ClippedScaler, RecordSet, RecordWindows  # noqa: E402
-from tsjepa.data.sources import load_card, load_dataset  # noqa: E402
+from tsjepa.data.sources import load_source  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
 from tsjepa.eval import single_dataset  # noqa: E402
@@ -222,7 +222,7 @@ def run(cfg: DictConfig) -> Path:
     start = time.time()
     device = resolve_device(cfg.device)
     name = single_dataset(cfg, "classify")
-    records, card = load_dataset(name, cfg.data.dir), load_card(name)
+    records, card = load_source(name, cfg.data)
     if not isinstance(records, RecordSet):
         raise ValueError(f"classify needs a record dataset (e.g. physionet2012), got {name!r}")
     summary = summary_features(records)

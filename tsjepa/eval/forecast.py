@@ -33,7 +33,7 @@ from omegaconf import DictConfig  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from tsjepa.checkpoint import Pretrained, from_pretrained, read_config  # noqa: E402
-from tsjepa.data.sources import DatasetCard, load_card, load_dataset, split_rows  # noqa: E402
+from tsjepa.data.sources import DatasetCard, load_source, split_rows  # noqa: E402
 from tsjepa.data.timeseries import TimeSeries  # noqa: E402
 from tsjepa.data.windows import Windows, count_windows, fit_scaler  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
@@ -115,7 +115,7 @@ class ForecastData:
     @classmethod
     def load(cls, cfg: DictConfig, task: str, pretrained: Pretrained) -> ForecastData:
         name = single_dataset(cfg, task)
-        series, card = load_dataset(name, cfg.data.dir), load_card(name)
+        series, card = load_source(name, cfg.data)
         rows = split_rows(card, len(series), cfg.data.lookback)
         ids = pretrained.vocab.ids(card.channel_keys(series.channels))
         return cls(series, card, rows, fit_scaler(series, rows["train"]), ids, cfg.data.lookback)

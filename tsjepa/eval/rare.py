@@ -43,7 +43,7 @@ from sklearn.ensemble import IsolationForest  # noqa: E402
 
 from tsjepa.checkpoint import from_pretrained  # noqa: E402
 from tsjepa.data.anomaly import AnomalySet, LabelledSeries  # noqa: E402
-from tsjepa.data.sources import load_card, load_dataset  # noqa: E402
+from tsjepa.data.sources import load_source  # noqa: E402
 from tsjepa.data.windows import Windows, fit_scaler  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.eval import single_dataset  # noqa: E402
@@ -144,7 +144,7 @@ class AnomalyBench:
     def load(cls, cfg: DictConfig, task: str, device, needs: str, min_channels: int = 1) -> AnomalyBench:
         """``needs`` names the benchmarks ``task`` accepts, for the error on any other dataset."""
         name = single_dataset(cfg, task)
-        data, card = load_dataset(name, cfg.data.dir), load_card(name)
+        data, card = load_source(name, cfg.data)
         if not isinstance(data, AnomalySet) or len(data.channels) < min_channels:
             raise ValueError(f"{task} needs {needs}, got {name!r}")
         pretrained = from_pretrained(cfg.ckpt, map_location=device)
