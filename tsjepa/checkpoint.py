@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from dataclasses import dataclass, field
+import typing
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -23,11 +22,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tsjepa.atomic import replace_dir
 from tsjepa.data.vocab import ChannelVocab
 from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig
 
 FORMAT = "tsjepa-checkpoint"
 VERSION = 1
+OWN_FILES = {"config.json", "model.safetensors", "optimizer.safetensors", "optimizer.json"}
 
 
 class CheckpointError(RuntimeError):
@@ -48,26 +49,6 @@ class Pretrained:
         own = {"format", "version", "encoder", "predictor", "channels", "step"}
         return save_pretrained(path, self.encoder, self.vocab, self.predictor, step=self.step,
                                extra={k: v for k, v in self.config.items() if k not in own})
-
-
-def _write_atomically(path: Path, write) -> None:
-    """Call ``write(tmp_dir)`` then move ``tmp_dir`` to ``path``, replacing it; a crash leaves the old one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        write(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -92,9 +73,13 @@ def save_pretrained(
     step: int = 0,
     extra: dict | None = None,
 ) -> Path:
-    """Write a checkpoint directory atomically. ``modules`` adds further named modules' weights (e.g. an EMA
-    target encoder); ``optimizer`` makes it a resumable training checkpoint; ``extra`` goes into config.json."""
+    """Write a checkpoint directory, crash-safely (`tsjepa.atomic.replace_dir`: at every instant ``path`` is
+    the old or the new complete checkpoint). ``path`` must be new, empty, or a tsjepa checkpoint holding
+    nothing but its own files: anything else is refused, never overwritten. ``modules`` adds further named
+    modules' weights (e.g. an EMA target encoder); ``optimizer`` makes it a resumable training checkpoint;
+    ``extra`` goes into config.json."""
     path = Path(path)
+    check_replaceable(path)
     named = {"encoder": encoder, **({"predictor": predictor} if predictor is not None else {}), **(modules or {})}
     weights = {f"{prefix}.{k}": v.detach().cpu().contiguous()
                for prefix, module in named.items() for k, v in module.state_dict().items()}
@@ -116,8 +101,23 @@ def save_pretrained(
             (tmp / "optimizer.json").write_text(json.dumps(meta))
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
 
-    _write_atomically(path, write)
-    return path
+    return replace_dir(path, write)
+
+
+def check_replaceable(path: Path) -> None:
+    """Refuse to save over anything but a new or empty folder or a tsjepa checkpoint of only its own files."""
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"{path} is a file, not a checkpoint folder; save to a new or empty folder")
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    others = sorted(p.name for p in path.iterdir() if p.name not in OWN_FILES)
+    if others:
+        raise CheckpointError(f"{path} holds files that are not a tsjepa checkpoint's ({', '.join(others[:5])}); "
+                              "save_pretrained replaces only a checkpoint folder: choose a new or empty folder")
+    try:
+        read_config(path)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path} is not a tsjepa checkpoint, so it is not replaced: {err}") from err
 
 
 def read_config(path: str | os.PathLike) -> dict:
@@ -155,21 +155,58 @@ def load_into(module: nn.Module, weights: dict[str, torch.Tensor], prefix: str, 
         raise CheckpointError(f"{path}: {prefix} weights do not match the config: {err}") from err
 
 
+def section(config: dict, key: str, cls: type, path: Path):
+    """``config[key]`` as dataclass ``cls``, strictly: every field present with its type, nothing else, and
+    the values the class accepts; one `CheckpointError` naming the problem otherwise."""
+    raw = config.get(key)
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}/config.json has no '{key}' section" if raw is None else
+                              f"{path}/config.json: '{key}' must be an object, got {type(raw).__name__}")
+    names = {f.name for f in fields(cls)}
+    missing, extra = sorted(names - set(raw)), sorted(set(raw) - names)
+    if missing or extra:
+        raise CheckpointError(f"{path}/config.json: '{key}' " + "; ".join(
+            part for part in (f"misses {missing}" if missing else "", f"has unknown keys {extra}" if extra else "")
+            if part))
+    hints = typing.get_type_hints(cls)
+    for name, value in raw.items():
+        want = hints[name]
+        ok = (isinstance(value, bool) if want is bool else
+              isinstance(value, int | float) and not isinstance(value, bool) if want is float else
+              isinstance(value, int) and not isinstance(value, bool) if want is int else
+              isinstance(value, want) if isinstance(want, type) else True)
+        if not ok:
+            raise CheckpointError(f"{path}/config.json: {key}.{name} must be {getattr(want, '__name__', want)}, "
+                                  f"got {value!r}")
+    try:
+        return cls(**raw)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{path}/config.json: invalid '{key}': {err}") from err
+
+
 def from_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Pretrained:
-    """Load the encoder (and the predictor, if saved) of a checkpoint directory."""
+    """Load the encoder (and the predictor, if saved) of a checkpoint directory. Its config is validated
+    strictly (`section`); the weights must match it exactly."""
     path = Path(path)
     config = read_config(path)
+    encoder_config = section(config, "encoder", EncoderConfig, path)
+    predictor_config = section(config, "predictor", PredictorConfig, path) if config.get("predictor") else None
+    try:
+        vocab = ChannelVocab.from_dict(config["channels"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}/config.json: 'channels' must hold the channel vocabulary ({err})") from err
+    step = config.get("step", 0)
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"{path}/config.json: step must be a non-negative integer, got {step!r}")
     weights = load_weights(path)
-    encoder = Encoder(EncoderConfig(**config["encoder"]))
+    encoder = Encoder(encoder_config)
     load_into(encoder, weights, "encoder", path)
     predictor = None
-    if config.get("predictor"):
-        predictor = Predictor(PredictorConfig(**config["predictor"]), encoder.config.d_model,
-                              encoder.config.channel_capacity)
+    if predictor_config is not None:
+        predictor = Predictor(predictor_config, encoder.config.d_model, encoder.config.channel_capacity)
         load_into(predictor, weights, "predictor", path)
         predictor.to(map_location)
-    return Pretrained(encoder.to(map_location), ChannelVocab.from_dict(config["channels"]), predictor, config,
-                      int(config.get("step", 0)))
+    return Pretrained(encoder.to(map_location), vocab, predictor, config, step)
 
 
 def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:

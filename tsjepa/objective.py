@@ -74,6 +74,17 @@ class ObjectiveConfig:
                              f"{self.views}, {self.view_weight}, {self.reconstruction_weight}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must lie in [0, 1), got {self.ema}")
+        if self.sigreg_backend not in ("eager", "compiled", "auto"):
+            raise ValueError(f"sigreg_backend must be eager, compiled or auto, got {self.sigreg_backend!r}")
+        checks = {"num_slices": self.num_slices >= 1, "knots": self.knots >= 2, "t_max": self.t_max > 0,
+                  "mask_ratio": 0 < self.mask_ratio < 1, "mask_spans": self.mask_spans >= 1,
+                  "channel_subset_prob": 0 <= self.channel_subset_prob <= 1,
+                  "mask_tail_prob": 0 <= self.mask_tail_prob <= 1, "global_keep": 0 < self.global_keep <= 1,
+                  "local_keep": 0 < self.local_keep <= 1,
+                  "global_views": not self.views or 0 < self.global_views <= self.views}
+        bad = [f"{k}={getattr(self, k)!r}" for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid objective settings: {', '.join(bad)} (see configs/model/base.yaml)")
         self.projector = [int(d) for d in self.projector]
 
     def to_dict(self) -> dict:

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from tsjepa.atomic import recover_dir, write_file
 from tsjepa.checkpoint import (
     CheckpointError,
     load_into,
@@ -132,6 +133,77 @@ def restore(jepa: JEPA, optimizer: torch.optim.Optimizer, path: Path) -> int:
     return int(read_config(path)["step"])
 
 
+PRECISIONS = ("fp32", "bf16")
+# keys that may differ when a run resumes: a longer schedule, logging, where data and compute come from
+RESUMABLE = ("train.steps", "train.log_every", "train.ckpt_every", "train.diagnostic_tokens", "train.resume",
+             "train.device", "data.dir")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Range-check the training keys before any work starts; one ValueError naming every bad key."""
+    t = cfg.train
+    rules = {
+        "train.steps": (t.steps, t.steps >= 1, ">= 1"),
+        "train.batch_size": (t.batch_size, t.batch_size >= 1, ">= 1"),
+        "train.lr": (t.lr, t.lr > 0, "> 0"),
+        "train.warmup": (t.warmup, t.warmup >= 0, ">= 0"),
+        "train.min_lr_ratio": (t.min_lr_ratio, 0 <= t.min_lr_ratio <= 1, "in [0, 1]"),
+        "train.weight_decay": (t.weight_decay, t.weight_decay >= 0, ">= 0"),
+        "train.grad_clip": (t.grad_clip, t.grad_clip > 0, "> 0"),
+        "train.log_every": (t.log_every, t.log_every >= 1, ">= 1"),
+        "train.ckpt_every": (t.ckpt_every, t.ckpt_every >= 1, ">= 1"),
+        "train.diagnostic_tokens": (t.diagnostic_tokens, t.diagnostic_tokens >= 4, ">= 4"),
+        "train.precision": (t.precision, t.precision in PRECISIONS, f"one of {PRECISIONS}"),
+        "data.lookback": (cfg.data.lookback, cfg.data.lookback >= 1, ">= 1"),
+    }
+    bad = [f"{key}={value!r} (must be {want})" for key, (value, ok, want) in rules.items() if not ok]
+    if bad:
+        raise ValueError("invalid training config: " + "; ".join(bad))
+
+
+def flat(tree: dict, prefix: str = "") -> dict:
+    """Nested dict -> ``{"a.b": value}``."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out |= flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def run_identity(config: dict) -> dict:
+    """What makes a run the same run: data, model, objective, schedule and seed of a checkpoint config."""
+    keys = ("data", "encoder", "predictor", "objective", "train", "seed")
+    return {k: v for k, v in flat({k: config.get(k) for k in keys}).items() if k not in RESUMABLE}
+
+
+def check_resumable(path: Path, config: dict, steps: int) -> None:
+    """Refuse to continue the checkpoint at ``path`` with a different configuration ``config``, or to a
+    shorter schedule than it has already run."""
+    saved = read_config(path)
+    old, new = run_identity(saved), run_identity(config)
+    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    run_dir = path.parents[1]
+    if changed:
+        raise ValueError(f"{run_dir} holds a run with another configuration ({'; '.join(changed)}). Only a longer "
+                         "train.steps may change on resume: start a new run with run_dir=<new folder>, or "
+                         f"delete {run_dir} to start this one over")
+    if saved["step"] > steps:
+        raise ValueError(f"{run_dir} has already run {saved['step']} steps, more than train.steps={steps}; "
+                         "use a new run_dir for a shorter run")
+
+
+def trim_metrics(path: Path, step: int) -> None:
+    """Drop the log lines of steps after ``step`` (logged after the last checkpoint by a run that was then
+    interrupted), so a resumed run logs each step once."""
+    if path.exists():
+        lines = path.read_text().splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        if len(kept) != len(lines):
+            write_file(path, "".join(f"{line}\n" for line in kept))
+
+
 def train(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None = None) -> Path:
     """Run pretraining as configured (on ``sources`` instead of ``cfg.data.datasets`` when given: (data, card)
     pairs already in memory); returns the final checkpoint directory."""
@@ -139,6 +211,7 @@ def train(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None 
     ddp = setup_distributed(device)
     if device.type == "cuda":
         device = torch.device("cuda", ddp.rank % torch.cuda.device_count())
+    check_config(cfg)
     torch.manual_seed(cfg.seed)
     windows, vocab = pretraining_windows(cfg, sources)
     jepa = build(cfg, windows[0].span, cfg.seed).to(device)
@@ -147,10 +220,24 @@ def train(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None 
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     run_dir = Path(cfg.run_dir)
     last = run_dir / "checkpoints" / "last"
-    step = restore(jepa, optimizer, last) if cfg.train.resume and last.exists() else 0
+    extra = {"data": OmegaConf.to_container(cfg.data, resolve=True),
+             "objective": OmegaConf.to_container(cfg.model.objective, resolve=True),
+             "train": OmegaConf.to_container(cfg.train, resolve=True), "seed": cfg.seed}
+    if ddp.main:
+        repaired = recover_dir(last)
+        if repaired:
+            print(f"{last}: an interrupted checkpoint save was repaired: {repaired}")
+    if last.exists():
+        if not cfg.train.resume:
+            raise ValueError(f"{run_dir} already holds a checkpoint and train.resume=false: choose a new run_dir, "
+                             f"or delete {run_dir} to start over")
+        check_resumable(last, {"encoder": jepa.encoder.config.to_dict(), "predictor": jepa.predictor.config.to_dict(),
+                               **extra}, cfg.train.steps)
+    step = restore(jepa, optimizer, last) if last.exists() else 0
     logger = None
     if ddp.main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        trim_metrics(run_dir / "metrics.jsonl", step)
         if cfg.wandb.mode != "disabled":
             import wandb
 
@@ -158,9 +245,6 @@ def train(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None 
                                 config=OmegaConf.to_container(cfg, resolve=True))
         if step:
             print(f"resuming {run_dir} from step {step}")
-    extra = {"data": OmegaConf.to_container(cfg.data, resolve=True),
-             "objective": OmegaConf.to_container(cfg.model.objective, resolve=True),
-             "train": OmegaConf.to_container(cfg.train, resolve=True), "seed": cfg.seed}
 
     def checkpoint(at: int) -> None:
         if ddp.main:

@@ -31,6 +31,32 @@ def _check_increasing(time: np.ndarray, what: str) -> None:
             )
 
 
+MAX_ABS_VALUE = 1e15  # larger values would overflow float32 sums of squares (instance norm, scalers)
+MAX_TIME_UNITS = 1e9  # a series spanning more time units than this has a step far too small for its data
+
+
+def _as_time(time, name: str) -> np.ndarray:
+    """Timestamps as numbers or naive datetime64 (timezone-aware ones in UTC, strings parsed); NaN / NaT are
+    an error naming the position."""
+    index = pd.Index(time)
+    if isinstance(index, pd.DatetimeIndex) and index.tz is not None:
+        index = index.tz_convert("UTC").tz_localize(None)
+    elif index.dtype == object or pd.api.types.is_string_dtype(index.dtype):
+        if len(index) and all(isinstance(t, int | float | np.number) for t in index):
+            index = pd.Index(np.asarray(index, dtype=np.float64))
+        else:
+            try:
+                index = pd.DatetimeIndex(pd.to_datetime(index, utc=True)).tz_localize(None)
+            except (ValueError, TypeError) as err:
+                raise TimeSeriesError(f"{name}: timestamps must be numbers or dates; cannot parse them ({err})") from err
+    if not (pd.api.types.is_numeric_dtype(index.dtype) or pd.api.types.is_datetime64_any_dtype(index.dtype)):
+        raise TimeSeriesError(f"{name}: timestamps must be numbers or dates, got dtype {index.dtype}")
+    missing = np.flatnonzero(pd.isna(index))
+    if missing.size:
+        raise TimeSeriesError(f"{name}: missing timestamp (NaN/NaT) at position {int(missing[0])}")
+    return index.to_numpy()
+
+
 class TimeSeries:
     """Channels observed over time. ``data`` is an ``xr.DataArray`` with dims ``("time", "channel")``.
 
@@ -58,13 +84,22 @@ class TimeSeries:
             raise TimeSeriesError(f"values must be 2-D [time, channel], got shape {values.shape}")
         if not np.issubdtype(values.dtype, np.number):
             raise TimeSeriesError(f"values must be numeric, got dtype {values.dtype}")
+        if values.shape[0] == 0 or values.shape[1] == 0:
+            raise TimeSeriesError(f"{name}: no data ({values.shape[0]} rows x {values.shape[1]} channels)")
+        channels = [str(c) for c in channels]
+        with np.errstate(over="ignore", invalid="ignore"):
+            magnitude = np.nanmax(np.abs(values.astype(np.float64)), axis=0, initial=0.0)
+        if np.isinf(magnitude).any():
+            raise TimeSeriesError(f"{name}: values contain +/-inf (channel {_first(channels, np.isinf(magnitude))}); "
+                                  "use NaN for unobserved entries")
+        if (magnitude > MAX_ABS_VALUE).any():
+            bad = _first(channels, magnitude > MAX_ABS_VALUE)
+            raise TimeSeriesError(f"{name}: channel {bad} has values up to {magnitude.max():.3g}, beyond "
+                                  f"{MAX_ABS_VALUE:g}, where float32 arithmetic overflows; rescale it (e.g. change units)")
         values = values.astype(np.float32)
-        if np.isinf(values).any():
-            raise TimeSeriesError("values contain +/-inf; use NaN for unobserved entries")
-        time = np.asarray(time)
+        time = _as_time(time, name)
         if time.shape != (values.shape[0],):
             raise TimeSeriesError(f"time has shape {time.shape}, expected ({values.shape[0]},) to match values")
-        channels = [str(c) for c in channels]
         if len(channels) != values.shape[1]:
             raise TimeSeriesError(f"{len(channels)} channel names for {values.shape[1]} value columns")
         if len(set(channels)) != len(channels):
@@ -75,7 +110,17 @@ class TimeSeries:
             raise TimeSeriesError("datetime timestamps need a `step` (time unit), e.g. step='1h'")
         attrs = {"name": name, "static": dict(static or {})}
         if is_datetime:
-            attrs["step"] = str(pd.Timedelta(step))
+            try:
+                unit = pd.Timedelta(step)
+            except (ValueError, TypeError) as err:
+                raise TimeSeriesError(f"{name}: step {step!r} is not a duration such as '1h' ({err})") from err
+            if pd.isna(unit) or unit <= pd.Timedelta(0):
+                raise TimeSeriesError(f"{name}: step must be a positive duration, got {step!r}")
+            units = (time[-1] - time[0]) / unit.to_timedelta64()
+            if units > MAX_TIME_UNITS:
+                raise TimeSeriesError(f"{name}: step {step!r} makes the series {units:.3g} time units long; "
+                                      f"use a step near the sampling interval ({pd.Timedelta(np.median(np.diff(time)))})")
+            attrs["step"] = str(unit)
         self.data = xr.DataArray(
             values, dims=("time", "channel"), coords={"time": time, "channel": channels}, attrs=attrs
         )
@@ -99,6 +144,8 @@ class TimeSeries:
     @classmethod
     def from_wide(cls, frame: pd.DataFrame, step: str | None = None, name: str = "series") -> TimeSeries:
         """From a wide DataFrame: index = timestamps, one numeric column per channel."""
+        if frame.columns.duplicated().any():
+            raise TimeSeriesError(f"duplicate channel names: {sorted(set(frame.columns[frame.columns.duplicated()]))}")
         bad = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
         if bad:
             raise TimeSeriesError(f"non-numeric columns {bad}; every channel column must hold numbers")
@@ -231,6 +278,10 @@ class TimeSeries:
 
     def __repr__(self) -> str:
         return f"TimeSeries({self.name!r}, time={len(self)}, channels={self.channels})"
+
+
+def _first(channels: list[str], mask: np.ndarray) -> str:
+    return repr(channels[int(np.flatnonzero(mask)[0])])
 
 
 def as_timeseries(data, step: str | None = None, name: str = "series", **long_format) -> TimeSeries:

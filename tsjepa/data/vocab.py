@@ -55,4 +55,11 @@ class ChannelVocab:
 
     @classmethod
     def from_dict(cls, raw: dict) -> ChannelVocab:
-        return cls(raw["names"], raw["capacity"])
+        """The inverse of `to_dict`; a malformed dict (names not a list of unique strings, capacity not a
+        positive int that holds them) is a ValueError."""
+        names, capacity = raw["names"], raw["capacity"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+            raise ValueError(f"channel names must be a list of unique strings, got {names!r}")
+        if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < max(1, len(names)):
+            raise ValueError(f"capacity must be an int >= the {len(names)} names, got {capacity!r}")
+        return cls(names, capacity)

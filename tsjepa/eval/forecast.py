@@ -319,8 +319,10 @@ def run(cfg: DictConfig) -> Path:
         extra={"ckpt": str(cfg.ckpt), "checkpoints": {str(k): v for k, v in ckpts.items()}, "lookback": lookback,
                "pretrain_step": first.pretrain_step, "probe_layers": list(cfg.eval.probe_layers),
                "fit_stride": {s: stride[s] for s in ("train", "val")},
-               "ridge_alpha": {str(k): s.penalties for k, s in scores.items()},
-               "finetune": {str(k): s.finetune_logs for k, s in scores.items() if s.finetune_logs},
+               # one seed: as before; several: keyed by seed
+               "ridge_alpha": first.penalties if len(seeds) == 1 else {str(k): s.penalties for k, s in scores.items()},
+               "finetune": first.finetune_logs if len(seeds) == 1 else
+               {str(k): s.finetune_logs for k, s in scores.items() if s.finetune_logs},
                "per_seed": {str(k): s.rows for k, s in scores.items()} if len(seeds) > 1 else {}},
         notes=(f"Frozen encoder + ridge head per horizon (penalty chosen on val); lookback {lookback}; "
                "all test windows, stride 1; MSE/MAE on train-standardised values (observed targets only); "

@@ -13,6 +13,17 @@ from tsjepa.models.blocks import axial_stack
 from tsjepa.models.tokenizer import PatchTokenizer, TimeEncoding, instance_norm
 
 
+def check_dims(config, positive: tuple[str, ...]) -> None:
+    """Shared checks of a model config: ``positive`` fields > 0, d_model divisible by heads, dropout in [0, 1)."""
+    bad = [f"{k}={getattr(config, k)!r}" for k in positive if not getattr(config, k) > 0]
+    if bad:
+        raise ValueError(f"{type(config).__name__}: must be > 0: {', '.join(bad)}")
+    if config.d_model % config.heads:
+        raise ValueError(f"{type(config).__name__}: d_model={config.d_model} is not divisible by heads={config.heads}")
+    if not 0 <= getattr(config, "dropout", 0.0) < 1:
+        raise ValueError(f"{type(config).__name__}: dropout must lie in [0, 1), got {config.dropout}")
+
+
 @dataclass
 class EncoderConfig:
     span: float = 336.0  # window duration in time units (lookback x sampling interval for regular data)
@@ -25,6 +36,12 @@ class EncoderConfig:
     dropout: float = 0.0
     channel_capacity: int = 64  # rows of the channel-identity embedding table
     instance_norm: bool = True  # standardise each window and channel (RevIN without affine)
+
+    def __post_init__(self) -> None:
+        check_dims(self, positive=("span", "patch_duration", "slots", "d_model", "depth", "heads", "mlp_ratio",
+                                   "channel_capacity"))
+        if self.patch_duration > self.span:
+            raise ValueError(f"patch_duration {self.patch_duration} exceeds the window span {self.span}")
 
     def to_dict(self) -> dict:
         return asdict(self)

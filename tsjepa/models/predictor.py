@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from tsjepa.models.blocks import axial_stack
+from tsjepa.models.encoder import check_dims
 from tsjepa.models.tokenizer import TimeEncoding
 
 
@@ -17,6 +18,9 @@ class PredictorConfig:
     depth: int = 2
     heads: int = 4
     mlp_ratio: float = 2.0
+
+    def __post_init__(self) -> None:
+        check_dims(self, positive=("d_model", "depth", "heads", "mlp_ratio"))
 
     def to_dict(self) -> dict:
         return asdict(self)
