@@ -47,11 +47,16 @@ def fsync_dir(path: Path) -> None:
 
 
 def fsync_tree(path: Path) -> None:
-    """fsync every file below ``path``, then every folder, deepest first."""
+    """Give every file below ``path`` and every folder the permissions of newly created ones (0666 / 0777 less
+    the umask: some writers create 0600 files), fsync the files, then the folders, deepest first."""
+    mask = _umask()
     for root, _, files in os.walk(path, topdown=False):
         for name in files:
-            with open(os.path.join(root, name), "rb") as handle:
+            file = os.path.join(root, name)
+            os.chmod(file, 0o666 & ~mask)
+            with open(file, "rb") as handle:
                 os.fsync(handle.fileno())
+        os.chmod(root, 0o777 & ~mask)
         fsync_dir(Path(root))
 
 
@@ -98,6 +103,7 @@ def recover_dir(path: str | os.PathLike) -> str | None:
     if old.exists():
         if path.exists():
             shutil.rmtree(old)
+            done.append(f"removed the replaced copy {old.name}")
         else:  # cannot happen by the step order; keep the old copy rather than nothing
             os.replace(old, path)
             done.append(f"restored {path.name} from {old.name}")

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
 import shlex
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
+from tsjepa.atomic import write_file
 from tsjepa.resources import CHECKOUT, in_checkout
 
 
@@ -51,13 +52,6 @@ def command_line() -> str:
     return shlex.join([*program, *args])
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, path)
-
-
 def markdown_table(rows: list[dict]) -> str:
     keys = list(dict.fromkeys(k for row in rows for k in row))
     fmt = {float: lambda v: f"{v:.4f}" if 1e-3 <= abs(v) < 1e4 else f"{v:.3g}"}
@@ -73,9 +67,10 @@ def save_figure(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format="png")
     plt.close(fig)
+    write_file(path, buffer.getvalue())
 
 
 def write_results(out_dir: str | os.PathLike, task: str, dataset: str, rows: list[dict], *, seed: int,
@@ -84,13 +79,13 @@ def write_results(out_dir: str | os.PathLike, task: str, dataset: str, rows: lis
     record = {"task": task, "dataset": dataset, "command": command_line(), "commit": git_commit(),
               "seed": seed, "device": device, "wall_s": round(wall_s, 1), "rows": rows, **(extra or {})}
     path = Path(out_dir) / task / f"{dataset}.json"
-    _atomic_write(path, json.dumps(record, indent=2) + "\n")
+    write_file(path, json.dumps(record, indent=2) + "\n")
     md = [f"# {task} / {dataset}", "", f"`{record['command']}`", "",
           f"commit `{record['commit']}` · seed {seed} · {device} · {record['wall_s']} s", "",
           markdown_table(rows), ""]
     if notes:
         md += [notes, ""]
-    _atomic_write(path.with_suffix(".md"), "\n".join(md))
+    write_file(path.with_suffix(".md"), "\n".join(md))
     return path
 
 

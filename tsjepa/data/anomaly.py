@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,8 +91,16 @@ def _rows(values: np.ndarray, channels: list[str], name: str) -> TimeSeries:
     return TimeSeries(values, np.arange(len(values), dtype=np.float64), channels, name=name)
 
 
-def load_smd(path: Path, name: str = "smd") -> AnomalySet:
-    machines = sorted(p.stem for p in (path / "test").glob("*.txt"))
+def listed(files: Sequence[str], folder: str) -> list[str]:
+    """The card's files under ``folder/`` (relative to it), sorted: a loader reads only what the card lists and
+    checksums, never another file that happens to be in the folder."""
+    prefix = f"{folder}/" if folder else ""
+    return sorted(f.removeprefix(prefix) for f in files if f.startswith(prefix))
+
+
+def load_smd(path: Path, name: str = "smd", files: Sequence[str] = ()) -> AnomalySet:
+    """SMD machines: the card's ``test/<machine>.txt`` files, each with its train, label and interpretation files."""
+    machines = [Path(f).stem for f in listed(files, "test")]
     channels = None
     out = []
     for machine in machines:
@@ -111,10 +120,11 @@ def load_smd(path: Path, name: str = "smd") -> AnomalySet:
     return AnomalySet(name, out)
 
 
-def load_nab(path: Path, name: str = "nab") -> AnomalySet:
+def load_nab(path: Path, name: str = "nab", files: Sequence[str] = ()) -> AnomalySet:
+    """NAB: the card's ``data/<group>/<series>.csv`` files with their labelled windows."""
     windows = json.loads((path / "labels" / "combined_windows.json").read_text())
     out = []
-    for key in sorted(windows):
+    for key in listed(files, "data"):
         frame = pd.read_csv(path / "data" / key, parse_dates=["timestamp"])
         stamps = frame["timestamp"].to_numpy()
         labels = np.zeros(len(frame), dtype=np.int8)
@@ -127,9 +137,10 @@ def load_nab(path: Path, name: str = "nab") -> AnomalySet:
     return AnomalySet(name, out)
 
 
-def load_ucr(path: Path, name: str = "ucr") -> AnomalySet:
+def load_ucr(path: Path, name: str = "ucr", files: Sequence[str] = ()) -> AnomalySet:
+    """UCR anomaly archive: the card's ``NNN_UCR_Anomaly_*.txt`` files."""
     out = []
-    for file in sorted(path.glob("*_UCR_Anomaly_*.txt")):
+    for file in (path / f for f in listed(files, "")):
         match = UCR_NAME.match(file.name)
         if match is None:
             raise ValueError(f"{file.name}: not a UCR anomaly file name (NNN_UCR_Anomaly_<name>_<trainEnd>_<start>_<end>.txt)")

@@ -157,10 +157,10 @@ def fetch(card: DatasetCard, root: Path, timeout: float = 30.0) -> Path:
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
             fetched = _download_all(card, staging, timeout)
-        except OSError as err:
+        except (OSError, zipfile.BadZipFile, tarfile.TarError) as err:
             shutil.rmtree(staging, ignore_errors=True)
             raise DatasetError(
-                f"{card.name}: {path} is missing and the download from {urls} failed ({err}). "
+                f"{card.name}: {path} is missing and the download from {urls} failed ({type(err).__name__}: {err}). "
                 f"Put the data there, or point data.dir / ${DATA_DIR_ENV} at a folder that has it."
             ) from err
         if checksum(fetched) != card.sha256:
@@ -242,9 +242,9 @@ def _load_physionet(path: Path, card: DatasetCard) -> RecordSet:
 LOADERS = {
     "wide_csv": _load_wide_csv,
     "physionet2012": _load_physionet,
-    "smd": lambda path, card: load_smd(path, card.name),
-    "nab": lambda path, card: load_nab(path, card.name),
-    "ucr": lambda path, card: load_ucr(path, card.name),
+    "smd": lambda path, card: load_smd(path, card.name, card.files),
+    "nab": lambda path, card: load_nab(path, card.name, card.files),
+    "ucr": lambda path, card: load_ucr(path, card.name, card.files),
 }
 
 

@@ -58,7 +58,9 @@ STUDENT_T = StudentTOutput()  # the default output distribution, as in GluonTS's
 
 def check_context_length(context_length: int, span: float) -> None:
     """One step of the dataset's freq is one time unit: more context than the encoder's span cannot be read
-    (earlier observations would fall outside the window)."""
+    (earlier observations would fall outside the window); less than one step is nothing to read."""
+    if context_length < 1:
+        raise ValueError(f"context_length must be >= 1, got {context_length}")
     if context_length > span:
         raise ValueError(f"context_length {context_length} exceeds the checkpoint's span {span} "
                          "(one step of the dataset's freq is one time unit)")
@@ -140,6 +142,13 @@ class TSJEPAForecastModel(nn.Module):
         return args, out.loc[..., None], out.scale[..., None]
 
     def forward(self, past_target: Tensor, past_observed_values: Tensor, channel_ids: Tensor) -> Tensor:
+        """Sample paths; a series (or channel) with no observed value in its context cannot be forecast and is an
+        error rather than a forecast made of nothing."""
+        seen = self.channels_first(past_observed_values[:, -self.context_length:]).flatten(2).any(-1)  # [B, C]
+        if not seen.all():
+            b, c = (int(i) for i in (~seen).nonzero()[0])
+            raise ValueError(f"series {b} of the batch (channel {c}) has no observed value in its last "
+                             f"{self.context_length} steps: there is nothing to forecast it from")
         args, loc, scale = self.distribution_args(past_target, past_observed_values, channel_ids)
         samples = self.distr_output.distribution(args, loc, scale).sample((self.num_parallel_samples,))
         pattern = "s b 1 h -> b s h" if self.target_dim == 1 else "s b c h -> b s h c"
@@ -226,7 +235,9 @@ class TSJEPAEstimator(PyTorchLightningEstimator):
             raise ValueError(f"{len(channels)} channel names for target_dim {target_dim}")
         self.pretrained = from_pretrained(checkpoint)
         span = self.pretrained.encoder.config.span
-        self.context_length = int(context_length or span)
+        if prediction_length < 1:
+            raise ValueError(f"prediction_length must be >= 1, got {prediction_length}")
+        self.context_length = int(span if context_length is None else context_length)
         check_context_length(self.context_length, span)
         vocab = self.pretrained.vocab
         if channel_field is not None:

@@ -45,9 +45,14 @@ def load_encoder(checkpoint: str | None, encoder_config: dict | None, random_sta
 
 
 def as_series(frame: pd.DataFrame, channels: dict | None) -> TimeSeries:
-    """Rows of ``frame`` ``[T, C]`` as time steps ``0..T-1``, columns renamed by ``channels``."""
+    """Rows of ``frame`` ``[T, C]`` as time steps ``0..T-1``, columns renamed by ``channels``. A column with no
+    observed value is an error (there is nothing to encode or forecast it from)."""
     names = [str((channels or {}).get(c, c)) for c in frame.columns]
-    return TimeSeries(frame.to_numpy(dtype=np.float32), np.arange(len(frame), dtype=np.float64), names)
+    series = TimeSeries(frame.to_numpy(dtype=np.float32), np.arange(len(frame), dtype=np.float64), names)
+    empty = [str(c) for c, seen in zip(frame.columns, series.observed.any(0), strict=True) if not seen]
+    if empty:
+        raise ValueError(f"column(s) {empty} hold no observed value (all NaN): nothing to encode or forecast them from")
+    return series
 
 
 class TSJEPAForecaster(BaseForecaster):
