@@ -115,6 +115,7 @@ def test_rare_eval_scores_every_test_row(smd_checkpoint, tmp_path):
     for r in rows:
         assert r["n_windows"] == -(-test_rows // 8)
         assert 0 < r["auc_pr"] <= 1 and 0 < r["auroc"] < 1 and r["pa_f1"] >= r["best_f1"]
+        assert 0 < r["vus_pr"] <= 1 and 0 < r["vus_roc"] <= 1 and r["vus_window"] == 30  # machine-1-2's period
     for mode in ("chi2", "chi2-channels"):
         chi2_row = next(r for r in rows if r["model"] == "tsjepa" and r["mode"] == mode)
         assert 0 <= chi2_row["false_alarm@0.01"] <= 1

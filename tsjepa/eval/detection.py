@@ -1,6 +1,8 @@
 """Anomaly-detection and channel-localisation metrics, computed per test time step.
 
 - ``auc_pr`` (average precision) and ``auroc`` over every scored time step;
+- ``vus_pr`` / ``vus_roc``: TSB-AD's volume under the range-aware PR / ROC surface (`tsjepa.eval.vus`), with
+  the series' period as window, so tables compare with TSB-AD's;
 - ``best_f1``: the best F1 over all thresholds, WITHOUT point adjustment;
 - ``pa_f1``: the same with point adjustment (a whole labelled segment counts as detected once any of its
   steps is flagged), the inflated number much of the literature reports; shown beside, labelled;
@@ -17,6 +19,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, ndcg_score, precision_recall_curve, roc_auc_score
 
 from tsjepa.data.anomaly import Segment, segments_of
+from tsjepa.eval.vus import vus
 
 
 def best_f1(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -35,13 +38,16 @@ def point_adjusted(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return out
 
 
-def detection_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    """AUC-PR, AUROC, best F1 (no point adjustment) and point-adjusted best F1 of per-step ``scores``."""
+def detection_metrics(labels: np.ndarray, scores: np.ndarray, window: int | None = None) -> dict[str, float]:
+    """AUC-PR, AUROC, (with a VUS ``window``) VUS-PR and VUS-ROC, best F1 (no point adjustment) and
+    point-adjusted best F1 of per-step ``scores``."""
     if labels.min() == labels.max():
         raise ValueError("detection metrics need both normal and anomalous steps")
+    surface = vus(labels, scores, window) if window is not None else {}
     return {
         "auc_pr": float(average_precision_score(labels, scores)),
         "auroc": float(roc_auc_score(labels, scores)),
+        **{k: surface[k] for k in ("vus_pr", "vus_roc") if k in surface},
         "best_f1": best_f1(labels, scores),
         "pa_f1": best_f1(labels, point_adjusted(labels, scores)),
     }

@@ -49,6 +49,7 @@ from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.eval import single_dataset  # noqa: E402
 from tsjepa.eval.detection import detection_metrics, ucr_hit  # noqa: E402
 from tsjepa.eval.latent_scores import Whitener, latent_scores, standardised  # noqa: E402
+from tsjepa.eval.vus import sliding_window  # noqa: E402
 from tsjepa.models import Encoder, Predictor  # noqa: E402
 from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
 
@@ -209,6 +210,7 @@ def run(cfg: DictConfig) -> Path:
             skipped.append(item.name)
             continue
         setup = bench.setup(item, cfg.eval.max_train_windows)
+        vus_window = sliding_window(np.nan_to_num(item.series.values[:, 0]))  # TSB-AD: first channel's period
         window_scores = {(m, "baseline"): s for m, s in baseline_scores(setup, cfg.seed).items()}
         false_alarm = {}
         for model, (enc, pred) in bench.models.items():
@@ -218,7 +220,8 @@ def run(cfg: DictConfig) -> Path:
         for (model, mode), s in window_scores.items():
             rows = setup.rows_of(s)
             row = {"model": model, "mode": mode, "horizon": None, "series": item.name,
-                   **detection_metrics(item.labels, rows), "n_windows": len(setup.test)}
+                   **detection_metrics(item.labels, rows, vus_window), "vus_window": vus_window,
+                   "n_windows": len(setup.test)}
             if name == "ucr":
                 row["ucr_hit"] = ucr_hit(item.segments[0], rows)
             if (model, mode) in false_alarm:
@@ -236,7 +239,8 @@ def run(cfg: DictConfig) -> Path:
                "skipped_without_anomaly": skipped},
         notes=(f"Every test row scored (window scores mapped to the rows of each window's last {patch}-row patch; "
                f"lookback {lookback}); `series: mean` rows average the {len(per_series) // len(means)} series "
-               "holding an anomaly. `best_f1` has no point adjustment; `pa_f1` is point-adjusted (shown for "
+               "holding an anomaly. `vus_pr` / `vus_roc`: TSB-AD 1.5's VUS with the period of the series' first channel "
+               "as window (`vus_window`, TSB-AD's find_length_rank). `best_f1` has no point adjustment; `pa_f1` is point-adjusted (shown for "
                "comparison with the literature only). `prediction`: latent prediction error of the masked last "
                "patch; `chi2`: squared norm of the whitened window embedding (chi-square with D dof, p-value "
                "monotone in it); `chi2-channels`: per-channel whitened last-patch embeddings, squared norms summed "
