@@ -1,6 +1,7 @@
 """SIGReg fast paths vs the materialising formulation: forward+backward time, extra peak memory, exactness.
 
-    python eval/sigreg_benchmark.py            # writes eval/results/sigreg/benchmark-<device>.{json,md}
+    python eval/sigreg_benchmark.py                    # writes eval/results/sigreg/benchmark-<device>.{json,md}
+    python eval/sigreg_benchmark.py --suite crossover  # small calls: where compiling pays (benchmark-<device>-crossover)
 
 Each (method, shape) runs in a fresh subprocess. Time: median of `--reps` steady-state forward+backward
 calls after one warm-up call (the warm-up of the compiled method, which includes compilation, is reported
@@ -23,8 +24,12 @@ import time
 from pathlib import Path
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
-METHODS = ("reference", "eager", "compiled", "matmul")
-SHAPES = [(n, d, m) for n in (1024, 4096, 16384) for d in (128, 512) for m in (256, 1024)] + [(8192, 512, 1024)]
+METHODS = ("reference", "eager", "compiled", "auto", "matmul")  # auto: the default path (resolve_backend)
+SUITES = {
+    "full": [(n, d, m) for n in (1024, 4096, 16384) for d in (128, 512) for m in (256, 1024)] + [(8192, 512, 1024)],
+    # N * M from 4k to 1M at the default 256 slices: eager's per-call cost against compiling once
+    "crossover": [(n, 128, 256) for n in (16, 64, 256, 1024, 4096)],
+}
 
 
 def _rss_kb(field: str) -> int:
@@ -48,6 +53,7 @@ def worker(method: str, n: int, d: int, m: int, knots: int, reps: int, device: s
         "reference": lambda: sigreg_reference(z, a, knots=knots),
         "eager": lambda: sigreg(z, a, knots=knots, backend="eager"),
         "compiled": lambda: sigreg(z, a, knots=knots, backend="compiled"),
+        "auto": lambda: sigreg(z, a, knots=knots, backend="auto"),
         "matmul": lambda: (z @ a).sum(),
     }[method]
 
@@ -96,6 +102,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--knots", type=int, default=17)
     parser.add_argument("--out-dir", default="eval/results")
+    parser.add_argument("--suite", default="full", choices=list(SUITES))
     parser.add_argument("--worker", nargs=4, metavar=("METHOD", "N", "D", "M"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -111,9 +118,10 @@ def main() -> None:
     start = time.time()
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     rows = []
-    for n, d, m in tqdm(SHAPES, desc="sigreg benchmark"):
+    methods = METHODS if args.suite == "full" else ("reference", "eager", "compiled", "matmul")
+    for n, d, m in tqdm(SUITES[args.suite], desc="sigreg benchmark"):
         shape_rows = {}
-        for method in METHODS:
+        for method in methods:
             out = subprocess.run(
                 [sys.executable, __file__, "--device", args.device, "--reps", str(args.reps), "--knots",
                  str(args.knots), "--worker", method, str(n), str(d), str(m)],
@@ -130,7 +138,8 @@ def main() -> None:
                          "rel_err_value": r.get("rel_err_value"), "rel_err_grad": r.get("rel_err_grad"),
                          "n_windows": None})
     device = torch.device(args.device)
-    write_results(args.out_dir, "sigreg", f"benchmark-{device.type}", rows, seed=0,
+    name = f"benchmark-{device.type}" + ("" if args.suite == "full" else f"-{args.suite}")
+    write_results(args.out_dir, "sigreg", name, rows, seed=0,
                   device=device_description(device), wall_s=time.time() - start,
                   notes=__doc__.split("\n\n", 2)[2].strip())
 

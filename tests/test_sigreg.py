@@ -1,3 +1,4 @@
+import importlib
 import math
 
 import pytest
@@ -157,3 +158,42 @@ def test_type_one_error_and_power_against_a_simulated_null():
                       for s in range(40)]
         power = sum(rejections) / len(rejections)
         assert power >= 0.8, (name, power)
+
+
+def test_auto_backend_compiles_only_large_cpu_calls_when_a_compiler_works(monkeypatch, caplog):
+    import logging
+
+    module = importlib.import_module("tsjepa.sigreg")  # the package's `sigreg` attribute is the function
+
+    small, large = torch.zeros(64, 256), torch.zeros(1024, 256)
+    assert module.resolve_backend("auto", small) == "eager"  # below AUTO_MIN_ELEMENTS: no compilation
+    assert module.resolve_backend("eager", large) == "eager"
+    monkeypatch.setattr(module, "_AUTO_CPU", {})
+    monkeypatch.setattr(module, "cpu_compiler", lambda: None)
+    with caplog.at_level(logging.INFO, logger="tsjepa.sigreg"):
+        assert module.resolve_backend("auto", large) == "eager"
+    assert "no C++ compiler" in caplog.text
+    monkeypatch.setattr(module, "_AUTO_CPU", {})
+    monkeypatch.setattr(module, "cpu_compiler", lambda: "/usr/bin/g++")
+
+    def broken(backend):
+        raise RuntimeError("inductor failed")
+
+    monkeypatch.setattr(module, "_kernels", broken)
+    with caplog.at_level(logging.INFO, logger="tsjepa.sigreg"):
+        assert module.resolve_backend("auto", large) == "eager"
+        assert module.resolve_backend("auto", large) == "eager"
+    assert caplog.text.count("failed to build") == 1  # decided and logged once per process
+
+
+def test_auto_backend_uses_the_compiled_kernel_where_it_works(monkeypatch):
+    module = importlib.import_module("tsjepa.sigreg")  # the package's `sigreg` attribute is the function
+
+    if module.cpu_compiler() is None:
+        pytest.skip("no C++ compiler on this machine")
+    monkeypatch.setattr(module, "_AUTO_CPU", {})
+    z = torch.randn(1024, 16, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    a = random_directions(16, 256, seed=0, step=0)
+    assert module.resolve_backend("auto", z @ a) == "compiled"
+    auto, eager = sigreg(z, a, backend="auto"), sigreg(z, a, backend="eager")
+    assert float(auto) == pytest.approx(float(eager), rel=1e-5)

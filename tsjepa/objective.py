@@ -49,7 +49,7 @@ class ObjectiveConfig:
     num_slices: int = 256
     knots: int = 17
     t_max: float = 3.0
-    sigreg_backend: str = "auto"  # eager | compiled | auto (compiled on CUDA, eager on CPU)
+    sigreg_backend: str = "auto"  # eager | compiled | auto (tsjepa.sigreg.resolve_backend)
     mask_ratio: float = 0.4
     mask_spans: int = 2
     channel_subset_prob: float = 0.5

@@ -19,13 +19,21 @@ statistic of the global batch and DDP's gradient averaging yields its exact grad
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import shutil
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
 NULL_MEAN = math.sqrt(2 * math.pi) * (1 - 1 / math.sqrt(3))
+# On CPU, `auto` compiles calls of at least this many projected values (N * M); below, eager is about as fast
+# and compiling (~4 s once per process) would not pay. Measured: eval/sigreg_benchmark.py --crossover.
+AUTO_MIN_ELEMENTS = 1 << 18
+_AUTO_CPU: dict[str, bool] = {}  # the one decision of this process: can the compiled kernel run on CPU?
+log = logging.getLogger(__name__)
 
 
 def quadrature(knots: int = 17, t_max: float = 3.0, device=None) -> tuple[Tensor, Tensor]:
@@ -77,6 +85,41 @@ def _grad_kernel(x: Tensor, g_cos: Tensor, g_sin: Tensor, dt: float, knots: int)
 
 
 _COMPILED: dict[str, object] = {}
+
+
+def cpu_compiler() -> str | None:
+    """A C++ compiler on PATH ($CXX, g++, clang++ or c++), which the compiled CPU kernel needs."""
+    for name in (os.environ.get("CXX"), "g++", "clang++", "c++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def resolve_backend(backend: str, x: Tensor) -> str:
+    """'eager' or 'compiled' for projected values ``x`` ``[N, M]``. 'auto': compiled on CUDA; on CPU compiled
+    when the call has at least `AUTO_MIN_ELEMENTS` values and a trial compilation works (a C++ compiler is
+    present), eager otherwise. The CPU decision is made and logged once per process."""
+    if backend != "auto":
+        return backend
+    if x.is_cuda:
+        return "compiled"
+    if x.numel() < AUTO_MIN_ELEMENTS:
+        return "eager"
+    if "ok" not in _AUTO_CPU:
+        compiler = cpu_compiler()
+        if compiler is None:
+            _AUTO_CPU["ok"] = False
+            log.info("SIGReg backend auto: eager on CPU (no C++ compiler for the compiled kernel)")
+        else:
+            try:
+                _kernels("compiled")[0](torch.zeros(8, 4), 0.1, 3)
+                _AUTO_CPU["ok"] = True
+                log.info(f"SIGReg backend auto: compiled C++ kernel ({compiler}) for calls with N*M >= "
+                         f"{AUTO_MIN_ELEMENTS}, eager below")
+            except Exception as err:  # any compiler or inductor failure: the eager path is always there
+                _AUTO_CPU["ok"] = False
+                log.warning(f"SIGReg backend auto: eager on CPU; the compiled kernel failed to build ({err})")
+    return "compiled" if _AUTO_CPU["ok"] else "eager"
 
 
 def _kernels(backend: str):
@@ -186,7 +229,8 @@ def sigreg(
         chunk: rows of ``z`` processed at once (default 2048); bounds the eager backend's extra memory to
             O(chunk * M), and keeps float32 accumulation short in the compiled one (partial sums per chunk).
         backend: 'eager' (any platform), 'compiled' (torch.compile-fused kernels; needs a C++ compiler on CPU
-            or Triton on GPU; compiles once per dtype/device), or 'auto' (compiled on CUDA, else eager).
+            or Triton on GPU; compiles once per dtype/device), or 'auto' (`resolve_backend`: compiled on CUDA,
+            and on CPU for calls of at least `AUTO_MIN_ELEMENTS` projected values when a compiler works).
         sync: in a distributed run, all-reduce over ranks (the global-batch statistic; every rank must call);
             False computes this rank's local statistic (e.g. for rank-0-only diagnostics).
     Computed in float32 whatever the input dtype or autocast state (float64 for float64 input). In a distributed run, N is the global
@@ -199,8 +243,7 @@ def sigreg(
     with torch.autocast(device_type=z.device.type, enabled=False):
         x = z.to(dtype) @ directions.to(dtype)  # [N, M]
         t, weights = quadrature(knots, t_max, device=z.device)
-        if backend == "auto":
-            backend = "compiled" if z.is_cuda else "eager"
+        backend = resolve_backend(backend, x)
         chunk = chunk or 2048
         cos_sum, sin_sum = _CharacteristicSums.apply(x, t_max / (knots - 1), knots, chunk, backend)
         n = x.shape[0]
