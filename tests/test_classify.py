@@ -49,17 +49,20 @@ def test_classify_protocol_and_leak_guard(fold0_checkpoint, tmp_path):
     run_dir = fold0_checkpoint.parents[1]  # pytest's tmp folder "physionet0": its last digit as the fold
     assert run_dir.name.endswith("0")
     template = f"{run_dir.parent / run_dir.name[:-1]}*/checkpoints/last"  # '*' = the fold number
-    path = classify.run(compose_config("eval", [*overrides, f"ckpt={template}", "eval.folds=[0]"]))
+    path = classify.run(compose_config("eval", [*overrides, f"ckpt={template}", "eval.folds=[0]",
+                                                "eval.train_fractions=[0.1,1.0]"]))
     record = json.loads(path.read_text())
     assert record["task"] == "classify" and record["dataset"] == "physionet2012"
-    rows = {(r["model"], r["mode"]): r for r in record["rows"]}
-    assert set(rows) == {("summary-stats", "logistic"), ("summary-stats", "gradient-boosting"),
-                         ("tsjepa", "probe"), ("random-init", "probe"), ("tsjepa", "finetune")}
+    rows = {(r["model"], r["mode"], r["train_fraction"]): r for r in record["rows"]}
+    heads = {("summary-stats", "logistic"), ("summary-stats", "gradient-boosting"), ("tsjepa", "probe"),
+             ("random-init", "probe")}
+    assert set(rows) == {(*h, f) for h in heads for f in (0.1, 1.0)} | {("tsjepa", "finetune", 1.0)}
     for row in rows.values():
         assert 0.5 < row["auroc"] <= 1 and 0.1 < row["auc_pr"] <= 1 and row["folds"] == 1
-    assert rows["summary-stats", "gradient-boosting"]["auroc"] > 0.8  # a known-strong classical baseline
+    assert rows["summary-stats", "gradient-boosting", 1.0]["auroc"] > 0.8  # a known-strong classical baseline
+    assert rows["summary-stats", "gradient-boosting", 0.1]["auroc"] < rows["summary-stats", "gradient-boosting", 1.0]["auroc"]
     assert record["finetune"][0]["steps"] == 2
-    assert path.with_suffix(".png").exists()
+    assert path.with_suffix(".png").exists() and path.with_name("physionet2012-label-efficiency.png").exists()
 
 
 def test_channel_pool_statistics_of_observed_tokens():

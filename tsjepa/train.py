@@ -154,7 +154,8 @@ def check_config(cfg: DictConfig) -> None:
         "train.ckpt_every": (t.ckpt_every, t.ckpt_every >= 1, ">= 1"),
         "train.diagnostic_tokens": (t.diagnostic_tokens, t.diagnostic_tokens >= 4, ">= 4"),
         "train.precision": (t.precision, t.precision in PRECISIONS, f"one of {PRECISIONS}"),
-        "data.lookback": (cfg.data.lookback, cfg.data.lookback >= 1, ">= 1"),
+        "data.lookback": (cfg.data.lookback, cfg.data.lookback is None or cfg.data.lookback >= 1,
+                          ">= 1 (null for record datasets)"),
     }
     bad = [f"{key}={value!r} (must be {want})" for key, (value, ok, want) in rules.items() if not ok]
     if bad:

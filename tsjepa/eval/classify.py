@@ -205,6 +205,31 @@ def checked_checkpoint(template: str, fold: int, cfg: DictConfig, device) -> Pre
     return pretrained
 
 
+def labelled_subset(train_idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A stratified ``fraction`` of ``train_idx`` (all of it at 1.0), sorted."""
+    if fraction >= 1:
+        return train_idx
+    keep, _ = train_test_split(train_idx, train_size=fraction, stratify=labels, random_state=seed)
+    return np.sort(keep)
+
+
+def plot_fractions(path: Path, rows: list[dict], dataset: str) -> None:
+    """AUROC (mean ± std over folds) against the share of labelled training stays."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for model, mode in (("tsjepa", "probe"), ("random-init", "probe"), ("summary-stats", "gradient-boosting"),
+                        ("summary-stats", "logistic")):
+        mine = sorted((r for r in rows if (r["model"], r["mode"]) == (model, mode)), key=lambda r: r["train_fraction"])
+        if mine:
+            ax.errorbar([r["train_fraction"] for r in mine], [r["auroc"] for r in mine],
+                        yerr=[r["auroc_std"] for r in mine], marker="o", capsize=3, label=f"{model} ({mode})")
+    ax.set_xscale("log")
+    ax.set_xlabel("share of labelled training stays the head is fit on")
+    ax.set_ylabel("test AUROC (mean ± std over folds)")
+    ax.set_title(f"{dataset}: label efficiency", fontsize=10)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
 def plot_folds(path: Path, per_fold: dict[str, list[dict]]) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     names = list(per_fold)
@@ -229,16 +254,22 @@ def run(cfg: DictConfig) -> Path:
     per_fold: dict[str, list[dict]] = {}
     logs = []
     folds = list(cfg.eval.folds) if cfg.eval.folds is not None else list(range(cfg.data.folds))
+    fractions = sorted({float(f) for f in cfg.eval.train_fractions})
+    if not fractions or not all(0 < f <= 1 for f in fractions):
+        raise ValueError(f"eval.train_fractions must be a non-empty list in (0, 1], got {cfg.eval.train_fractions}")
     for fold in folds:
         train_idx, test_idx = records.split(fold, cfg.data.folds, cfg.data.fold_seed)
-        y_train, y_test = records.labels[train_idx], records.labels[test_idx]
-        probs: dict[str, np.ndarray] = {}
+        y_test = records.labels[test_idx]
+        # the labelled stays each fraction's heads are fit on: a stratified subset of the training folds
+        labelled = {f: labelled_subset(train_idx, records.labels[train_idx], f, cfg.seed + fold) for f in fractions}
+        probs: dict[tuple[str, float], np.ndarray] = {}
         probe_c: dict[str, float] = {}
-        for model_name, model in (("summary-stats/logistic", logistic(cfg.seed, list(cfg.eval.cs))),
-                                  ("summary-stats/gradient-boosting",
-                                   HistGradientBoostingClassifier(random_state=cfg.seed))):
-            model.fit(summary[train_idx], y_train)
-            probs[model_name] = model.predict_proba(summary[test_idx])[:, 1]
+        for fraction, fit_idx in labelled.items():
+            for model_name, model in (("summary-stats/logistic", logistic(cfg.seed, list(cfg.eval.cs))),
+                                      ("summary-stats/gradient-boosting",
+                                       HistGradientBoostingClassifier(random_state=cfg.seed))):
+                model.fit(summary[fit_idx], records.labels[fit_idx])
+                probs[model_name, fraction] = model.predict_proba(summary[test_idx])[:, 1]
         pretrained = checked_checkpoint(str(cfg.ckpt), fold, cfg, device)
         ids = pretrained.vocab.ids(card.channel_keys(records.channels))
         scaler = ClippedScaler().fit(records.subset(train_idx).observations())
@@ -255,26 +286,29 @@ def run(cfg: DictConfig) -> Path:
                                                 device, desc=f"fold {fold} {model_name}")
             pooled[model_name] = channel_pool(out.embeddings, out.patch_observed, cfg.eval.pool).numpy()
             features = np.concatenate([pooled[model_name], records.static], 1)
-            probe = logistic(cfg.seed, list(cfg.eval.cs)).fit(features[train_idx], y_train)
-            probs[f"{model_name}/probe"] = probe.predict_proba(features[test_idx])[:, 1]
-            probe_c[model_name] = float(probe.best_params_["logisticregression__C"])
+            for fraction, fit_idx in labelled.items():
+                probe = logistic(cfg.seed, list(cfg.eval.cs)).fit(features[fit_idx], records.labels[fit_idx])
+                probs[f"{model_name}/probe", fraction] = probe.predict_proba(features[test_idx])[:, 1]
+                if fraction == fractions[-1]:
+                    probe_c[model_name] = float(probe.best_params_["logisticregression__C"])
         if "finetune" in cfg.eval.modes:
-            train_windows = RecordWindows(records.subset(train_idx), ids, scaler, card.protocol["span"])
+            fit_idx = labelled[fractions[-1]]
+            train_windows = RecordWindows(records.subset(fit_idx), ids, scaler, card.protocol["span"])
             test_windows = RecordWindows(records.subset(test_idx), ids, scaler, card.protocol["span"])
             model, static_of, log = finetune_classifier(
-                copy.deepcopy(pretrained.encoder), train_windows, pooled["tsjepa"][train_idx],
-                records.static[train_idx], y_train, cfg.eval.pool, probe_c["tsjepa"], cfg.eval.finetune,
-                cfg.seed + fold, device, desc=f"fold {fold} finetune")
+                copy.deepcopy(pretrained.encoder), train_windows, pooled["tsjepa"][fit_idx],
+                records.static[fit_idx], records.labels[fit_idx], cfg.eval.pool, probe_c["tsjepa"],
+                cfg.eval.finetune, cfg.seed + fold, device, desc=f"fold {fold} finetune")
             logits = logits_of(model, test_windows, static_of(records.static[test_idx]), cfg.eval.batch_size, device)
-            probs["tsjepa/finetune"] = torch.sigmoid(logits).numpy()
-            logs.append({"fold": fold, "probe_c": probe_c["tsjepa"], **log})
+            probs["tsjepa/finetune", fractions[-1]] = torch.sigmoid(logits).numpy()
+            logs.append({"fold": fold, "probe_c": probe_c["tsjepa"], "train_fraction": fractions[-1], **log})
         for key, p in probs.items():
             per_fold.setdefault(key, []).append({"fold": fold, **scores(y_test, p)})
-        print(f"fold {fold}: " + "  ".join(f"{k} auroc={per_fold[k][-1]['auroc']:.3f}" for k in probs))
+        print(f"fold {fold}: " + "  ".join(f"{k}@{f:g} auroc={per_fold[k, f][-1]['auroc']:.3f}" for k, f in probs))
     rows = []
-    for key, folds_scored in per_fold.items():
+    for (key, fraction), folds_scored in per_fold.items():
         model, mode = key.split("/")
-        row = {"model": model, "mode": mode, "horizon": None}
+        row = {"model": model, "mode": mode, "horizon": None, "train_fraction": fraction}
         for metric in ("auroc", "auc_pr"):
             vals = [f[metric] for f in folds_scored]
             row |= {metric: float(np.mean(vals)), f"{metric}_std": float(np.std(vals))}
@@ -282,7 +316,8 @@ def run(cfg: DictConfig) -> Path:
     out = write_results(
         cfg.out_dir, "classify", name, rows, seed=cfg.seed, device=device_description(device),
         wall_s=time.time() - start,
-        extra={"ckpt": str(cfg.ckpt), "label": card.protocol["label"], "folds": per_fold, "finetune": logs,
+        extra={"ckpt": str(cfg.ckpt), "label": card.protocol["label"],
+               "folds": {f"{k}@{f:g}": v for (k, f), v in per_fold.items()}, "finetune": logs,
                "fold_seed": cfg.data.fold_seed},
         notes=(f"{card.protocol['label']} from the first {card.protocol['span']} h, {len(records)} stays, "
                f"stratified {cfg.data.folds}-fold CV (seed {cfg.data.fold_seed}); mean and std over folds of "
@@ -290,8 +325,11 @@ def run(cfg: DictConfig) -> Path:
                "fold). Fold k is scored with an encoder pretrained without fold k's stays. `probe`: frozen "
                "encoder, channel-pooled embeddings + static descriptors, logistic regression; `finetune`: "
                "encoder + linear head trained end to end; `random-init`: same architecture, random weights; "
-               "`summary-stats`: per-channel count/mean/std/min/max/first/last + statics."),
+               "`summary-stats`: per-channel count/mean/std/min/max/first/last + statics. `train_fraction`: the "
+               "heads (and baselines) are fit on that stratified share of the training folds' labelled stays."),
     )
-    plot_folds(out.with_suffix(".png"), per_fold)
+    plot_folds(out.with_suffix(".png"), {k: v for (k, f), v in per_fold.items() if f == fractions[-1]})
+    if len(fractions) > 1:
+        plot_fractions(out.with_name(f"{name}-label-efficiency.png"), rows, name)
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
     return out
