@@ -103,7 +103,8 @@ def test_sigreg_sample_units_count_their_samples():
     assert window.shape == (2, 8)
     torch.testing.assert_close(window[1], emb[1, :2].mean((0, 1)))
     within = within_window_inputs(emb, observed)
-    assert [len(z) for z in within] == [12, 8]  # each window's own observed tokens
+    assert [tuple(z.shape) for z in within] == [(1, 8, 8), (1, 12, 8)]  # each window's own tokens, by count
+    torch.testing.assert_close(within[0][0], emb[1, :2].reshape(8, 8))
     (axes,) = sigreg_inputs(emb, observed, "axes")
     torch.testing.assert_close(axes, window)
 

@@ -197,3 +197,15 @@ def test_auto_backend_uses_the_compiled_kernel_where_it_works(monkeypatch):
     assert module.resolve_backend("auto", z @ a) == "compiled"
     auto, eager = sigreg(z, a, backend="auto"), sigreg(z, a, backend="eager")
     assert float(auto) == pytest.approx(float(eager), rel=1e-5)
+
+
+def test_per_group_statistics_equal_separate_calls():
+    from tsjepa.sigreg import sigreg_per_group
+
+    z = torch.randn(5, 40, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    a = random_directions(8, 32, seed=0, step=3).double()
+    grouped = sigreg_per_group(z, a)
+    separate = torch.stack([sigreg(g, a, sync=False) for g in z])
+    torch.testing.assert_close(grouped, separate)
+    with pytest.raises(ValueError, match="expects"):
+        sigreg_per_group(z[:, :1], a)

@@ -30,7 +30,7 @@ from tsjepa.masks import sample_crops, sample_span_mask
 from tsjepa.models import Encoder, Predictor
 from tsjepa.models.projector import Projector
 from tsjepa.models.tokenizer import instance_norm
-from tsjepa.sigreg import sigreg
+from tsjepa.sigreg import sigreg, sigreg_per_group
 
 # What counts as one SIGReg sample:
 #   tokens: every observed (window, channel, patch) token;
@@ -115,8 +115,11 @@ def sigreg_inputs(embeddings: Tensor, patch_observed: Tensor, where: str) -> lis
 
 
 def within_window_inputs(embeddings: Tensor, patch_observed: Tensor) -> list[Tensor]:
-    """One ``[N_b, D]`` matrix per window: its observed tokens (windows with fewer than 2 are left out)."""
-    return [z[m] for z, m in zip(embeddings, patch_observed, strict=True) if int(m.sum()) >= 2]
+    """Each window's observed tokens, windows of equal token count stacked: ``[G, n, D]`` per count ``n``
+    (windows with fewer than 2 are left out)."""
+    counts = patch_observed.flatten(1).sum(1)
+    return [torch.stack([z[m] for z, m, c in zip(embeddings, patch_observed, counts, strict=True) if c == n])
+            for n in sorted({int(c) for c in counts if c >= 2})]
 
 
 class JEPA(nn.Module):
@@ -154,8 +157,12 @@ class JEPA(nn.Module):
         """SIGReg statistics of projected target-view tokens ``[B, C, P, K]`` over the configured unit."""
         stats = [self.sigreg(x, step) for x in sigreg_inputs(z, patch_observed, self.config.sigreg_on)]
         if self.config.sigreg_on == "axes":  # each window's own tokens: local, never all-reduced
-            stats.append(torch.stack([self.sigreg(x, step, sync=False)
-                                      for x in within_window_inputs(z, patch_observed)]).mean())
+            cfg = self.config
+            per_window = torch.cat([
+                sigreg_per_group(x, num_slices=cfg.num_slices, knots=cfg.knots, t_max=cfg.t_max, seed=self.seed,
+                                 step=step, backend=cfg.sigreg_backend)
+                for x in within_window_inputs(z, patch_observed)])
+            stats.append(per_window.mean())
         return stats
 
     def multiview(self, batch: Batch, patch_observed: Tensor, step: int,
