@@ -107,6 +107,14 @@ def test_a_kill_at_every_phase_of_a_save_leaves_the_old_or_the_new_checkpoint(tm
     assert (note is None) == (phase == "cleaned")  # every repair is reported
 
 
+def test_recovery_removes_temporary_copies_of_older_versions(tmp_path):
+    path = save_pretrained(tmp_path / "last", tiny_encoder(), ChannelVocab(["a"], 8), step=1)
+    (tmp_path / ".last.k2j4x9q1").mkdir()  # what an older tsjepa's interrupted save left behind
+    (tmp_path / ".last.k2j4x9q1" / "model.safetensors").write_bytes(b"x")
+    assert "abandoned temporary copy .last.k2j4x9q1" in recover_dir(path)
+    assert entries(tmp_path) == ["last"] and from_pretrained(path).step == 1
+
+
 def test_training_repairs_an_interrupted_save_and_resumes(tmp_path):
     script = textwrap.dedent(f"""
         import os, sys
@@ -265,6 +273,20 @@ def test_bad_config_keys_are_refused_before_anything_is_written(tmp_path, overri
     with pytest.raises(ValueError, match=key.replace("[", r"\[")):
         train_module.train(cfg)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("override,key", [
+    ("eval.batch_size=0", "eval.batch_size=0"), ("eval.alphas=[]", "eval.alphas"),
+    ("eval.horizons=[0]", "eval.horizons"), ("eval.modes=[probe,tune]", "eval.modes"),
+    ("eval.train_fractions=[0]", "train_fractions"),
+])
+def test_bad_forecast_eval_keys_are_refused_before_any_work(pretrained, tmp_path, override, key):
+    from tsjepa.eval import forecast
+
+    cfg = compose_config("eval", ["eval=forecast", f"ckpt={pretrained}", f"out_dir={tmp_path}", override])
+    with pytest.raises(ValueError, match=key.replace("[", r"\[")):
+        forecast.run(cfg)
+    assert not (tmp_path / "forecast").exists()
 
 
 def test_gluonts_lengths_are_checked_at_construction(pretrained):

@@ -107,6 +107,11 @@ def recover_dir(path: str | os.PathLike) -> str | None:
         else:  # cannot happen by the step order; keep the old copy rather than nothing
             os.replace(old, path)
             done.append(f"restored {path.name} from {old.name}")
+    own = {p.name for p in (new, ready, old)}
+    for stray in sorted(path.parent.glob(f".{path.name}.*")):  # temporary copies of older tsjepa versions
+        if stray.is_dir() and stray.name not in own:
+            shutil.rmtree(stray)
+            done.append(f"removed the abandoned temporary copy {stray.name}")
     return "; ".join(done) or None
 
 

@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from einops import rearrange  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from tsjepa.checkpoint import Pretrained, from_pretrained, read_config  # noqa: E402
@@ -151,6 +151,19 @@ def seed_checkpoints(cfg: DictConfig) -> dict[int, str]:
         raise ValueError(f"ckpt={cfg.ckpt} matches no checkpoint of seed(s) {missing or wanted} "
                          f"(found seeds {sorted(found)})")
     return {s: found[s] for s in wanted}
+
+
+def check_eval_config(cfg: DictConfig) -> None:
+    """Range-check the forecast keys before any work starts."""
+    e = cfg.eval
+    rules = {"eval.batch_size": e.batch_size >= 1, "eval.max_fit_rows": e.max_fit_rows >= 1,
+             "eval.alphas": len(e.alphas) > 0 and all(a > 0 for a in e.alphas),
+             "eval.plot_windows": e.plot_windows >= 1,
+             "eval.modes": len(e.modes) > 0 and set(e.modes) <= {"probe", "finetune"},
+             "eval.horizons": e.horizons is None or (len(e.horizons) > 0 and all(h >= 1 for h in e.horizons))}
+    bad = [f"{k}={OmegaConf.select(cfg, k)}" for k, ok in rules.items() if not ok]
+    if bad:
+        raise ValueError(f"invalid forecast eval config: {', '.join(bad)} (see configs/eval/forecast.yaml)")
 
 
 def train_fractions(cfg: DictConfig) -> list[float]:
@@ -300,6 +313,8 @@ def plot_fractions(path: Path, rows: list[dict], dataset: str) -> None:
 
 def run(cfg: DictConfig) -> Path:
     start = time.time()
+    check_eval_config(cfg)
+    train_fractions(cfg)
     device = resolve_device(cfg.device)
     ckpts = seed_checkpoints(cfg)
     scores = {seed: score_seed(cfg, ckpt, seed, device, baselines=i == 0)
