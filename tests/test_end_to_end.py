@@ -91,9 +91,10 @@ def test_cli_names_bad_arguments(argv, message):
 def test_finetune_mode_trains_encoder_and_head_with_early_stopping(pretrained, tmp_path):
     cfg = compose_config("eval", [
         "eval=forecast", f"ckpt={pretrained}", f"out_dir={tmp_path}", "eval.horizons=[96]", "eval.plot_windows=1",
-        "eval.modes=[probe,finetune]", "eval.finetune.max_steps=6", "eval.finetune.eval_every=2",
-        "eval.finetune.batch_size=8", "eval.finetune.val_stride=64",
-    ])
+        "eval.modes=[probe,finetune]", "eval.finetune.epochs=0.006", "eval.finetune.evals_per_epoch=515",
+        "eval.finetune.batch_size=8", "eval.finetune.val_stride=64", "eval.finetune.lrs=[1e-4]",
+        "eval.finetune.layer_decays=[1.0,0.5]",
+    ])  # 8,246 train windows / 8 = 1,031 steps an epoch: 6 steps, a val check every 2
     record = json.loads(forecast.run(cfg).read_text())
     rows = {(r["model"], r["mode"], r["horizon"]): r for r in record["rows"]}
     for key in [("tsjepa", "finetune", 96), ("random-init", "supervised", 96), ("tsjepa", "probe", 96)]:
@@ -102,6 +103,22 @@ def test_finetune_mode_trains_encoder_and_head_with_early_stopping(pretrained, t
     for log in record["finetune"].values():
         assert log["best_step"] in (0, 2, 4, 6) and log["steps"] <= 6
         assert log["best_val_mse"] <= log["initial_val_mse"]  # never worse on val than the probe it starts from
+        assert [(g["lr"], g["layer_decay"]) for g in log["grid"]] == [(1e-4, 1.0), (1e-4, 0.5)]
+        assert log["best_val_mse"] == min(g["best_val_mse"] for g in log["grid"])  # chosen on val
+
+
+def test_layerwise_learning_rates_decay_from_the_head_down(pretrained):
+    from tsjepa import from_pretrained
+    from tsjepa.eval.finetune import ForecastModel, layerwise_groups
+    from tsjepa.heads import Ridge
+
+    encoder = from_pretrained(pretrained).encoder
+    head = Ridge(torch.zeros(encoder.num_patches * encoder.config.d_model, 4), torch.zeros(4), 1.0)
+    model = ForecastModel(encoder, head)
+    groups = layerwise_groups(model, lr=1.0, decay=0.5)
+    # head; final norm; the 2 blocks of depth 1 from the input (the top one beside the norm); input embeddings
+    assert [g["lr"] for g in groups] == [1.0, 0.5, 0.25, 0.5, 0.125]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
 def test_joint_pretraining_then_forecast_on_a_seventy_ten_twenty_dataset(tmp_path):

@@ -1,18 +1,22 @@
 """Fine-tuning for forecasting: encoder + linear head trained end to end, early stopping on val.
 
 The head starts from the ridge probe solution (linear probing then fine-tuning, Kumar et al. 2022), so
-fine-tuning begins where the probe ends. The same routine trains the randomly initialised architecture,
-which makes that row the supervised, no-pretraining baseline.
+fine-tuning begins where the probe ends. The budget is ``epochs`` passes over the train windows; the learning
+rate and the layer-wise decay (each block below the top gets ``decay`` times the lr of the one above, the
+input embeddings the lowest) are chosen on val from ``lrs`` x ``layer_decays``. The same routine, with the same
+budget and grid, trains the randomly initialised architecture, which makes that row the supervised,
+no-pretraining baseline.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 
 import torch
 from einops import rearrange
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -88,12 +92,47 @@ def train_with_early_stopping(model: nn.Module, optimizer: torch.optim.Optimizer
     return {f"initial_val_{metric}": initial, f"best_val_{metric}": best[0], "best_step": best[2], "steps": step}
 
 
+def layerwise_groups(model: ForecastModel, lr: float, decay: float) -> list[dict]:
+    """AdamW parameter groups: the head at ``lr``; the final norm at ``lr * decay``; block ``k`` of ``K``
+    (counted from the input) at ``lr * decay ** (K + 1 - k)``, so the top block shares the norm's rate; the
+    input embeddings (tokenizer, time and channel embeddings) at ``lr * decay ** (K + 1)``."""
+    encoder = model.encoder
+    depth = len(encoder.blocks)
+    groups = [{"params": list(model.head.parameters()), "lr": lr},
+              {"params": list(encoder.norm.parameters()), "lr": lr * decay}]
+    groups += [{"params": list(block.parameters()), "lr": lr * decay ** (depth + 1 - k)}
+               for k, block in enumerate(encoder.blocks, start=1)]
+    placed = {id(p) for g in groups for p in g["params"]}
+    groups.append({"params": [p for p in encoder.parameters() if id(p) not in placed], "lr": lr * decay ** (depth + 1)})
+    return groups
+
+
 def finetune(model: ForecastModel, train: Windows, val: Windows, cfg: DictConfig, seed: int, device,
              desc: str = "finetune") -> tuple[ForecastModel, dict]:
-    """AdamW on the MSE of train windows (observed targets), early stopping on val MSE
-    (`train_with_early_stopping`)."""
+    """Fine-tune for every (lr, layer decay) of the grid and keep the one with the best val MSE; returns it
+    and a log of the grid (`fit_once` per point)."""
+    grid = [(float(lr), float(decay)) for lr in cfg.lrs for decay in cfg.layer_decays]
+    if not grid:
+        raise ValueError("eval.finetune.lrs and eval.finetune.layer_decays must be non-empty")
+    best, logs = None, []
+    for lr, decay in grid:
+        tuned, log = fit_once(copy.deepcopy(model), train, val, cfg, lr, decay, seed, device,
+                              desc=f"{desc} lr={lr:g} decay={decay:g}")
+        logs.append({"lr": lr, "layer_decay": decay, **log})
+        if best is None or log["best_val_mse"] < best[1]["best_val_mse"]:
+            best = (tuned, logs[-1])
+    return best[0], {**best[1], "grid": logs}
+
+
+def fit_once(model: ForecastModel, train: Windows, val: Windows, cfg: DictConfig, lr: float, decay: float,
+             seed: int, device, desc: str = "finetune") -> tuple[ForecastModel, dict]:
+    """AdamW with layer-wise learning rates on the MSE of train windows (observed targets) for ``cfg.epochs``
+    passes, early stopping on val MSE (`train_with_early_stopping`)."""
     model = model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(layerwise_groups(model, lr, decay), weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    cfg = OmegaConf.create({**OmegaConf.to_container(cfg), "max_steps": max(1, int(cfg.epochs * steps_per_epoch)),
+                            "eval_every": max(1, round(steps_per_epoch / cfg.evals_per_epoch))})
     val_batch = val.batch(torch.arange(len(val)))
 
     def batch_loss(gen: torch.Generator) -> Tensor:
