@@ -151,10 +151,10 @@ def pretrain_seconds(data: str, name: str, seed: int) -> float | None:
     return round(times[-1] - times[0], 1) if len(times) > 1 else None
 
 
-def plot(rows: list[dict], path: Path, data: str) -> None:
+def plot(rows: list[dict], path: Path, data: str, device: str) -> None:
     ours = [r for r in rows if r["model"] == "tsjepa"]
     refs = {r["model"]: r for r in rows if r["model"] != "tsjepa"}
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 0.45 * len(ours) + 1.8), sharey=True)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 0.45 * len(ours) + 2.2), sharey=True)
     names = [r["variant"] + (" (selected)" if r["selected"] else "") for r in ours]
     for axis, key in ((ax, "val_mse"), (bx, "mse")):
         axis.barh(names, [r[key] for r in ours], xerr=[r.get(f"{key}_std", 0) for r in ours],
@@ -164,11 +164,12 @@ def plot(rows: list[dict], path: Path, data: str) -> None:
                 axis.axvline(refs[model][key], color="black", ls=style, lw=1, label=f"{model} {refs[model][key]:.3f}")
         values = [r[key] for r in ours] + [refs[m][key] for m in ("random-init", "linear") if m in refs]
         axis.set_xlim(min(values) * 0.97, max(values) * 1.02)
-        axis.legend(loc="lower right", fontsize=8)
+        axis.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
     ax.set_xlabel("validation MSE, avg over horizons (selection)")
     bx.set_xlabel("test MSE, avg over horizons (reported)")
     ax.invert_yaxis()
-    fig.suptitle(f"Objective study on {data}: frozen encoder + ridge probe, mean ± std over seeds", fontsize=10)
+    fig.suptitle(f"Objective study on {data}: frozen encoder + ridge probe, mean ± std over seeds ({device})",
+                 fontsize=10)
     save_figure(fig, path)
 
 
@@ -203,7 +204,7 @@ def main() -> None:
                "tokens back to its instance-normalised lookback window. `random-init`: the default's "
                "architecture with random weights, one twin per seed; `linear`/`dlinear`: raw-window ridge."),
     )
-    plot(rows, out.with_suffix(".png"), args.data)
+    plot(rows, out.with_suffix(".png"), args.data, device)
     print(f"results: {out} (+ .md, .png)")
 
 
