@@ -73,6 +73,26 @@ def save_figure(fig, path: Path) -> None:
     write_file(path, buffer.getvalue())
 
 
+def plot_label_efficiency(path: Path, rows: list[dict], curves: list[tuple[str, str]], metric: str, ylabel: str,
+                          xlabel: str, title: str) -> None:
+    """``metric`` (± ``<metric>_std``) against ``train_fraction`` for each (model, mode) of ``curves``, log x."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for model, mode in curves:
+        mine = sorted((r for r in rows if (r["model"], r["mode"]) == (model, mode)), key=lambda r: r["train_fraction"])
+        if mine:
+            ax.errorbar([r["train_fraction"] for r in mine], [r[metric] for r in mine],
+                        yerr=[r.get(f"{metric}_std", 0.0) for r in mine], marker="o", capsize=3,
+                        label=f"{model} ({mode})")
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
 def write_results(out_dir: str | os.PathLike, task: str, dataset: str, rows: list[dict], *, seed: int,
                   device: str, wall_s: float, extra: dict | None = None, notes: str = "") -> Path:
     """Write ``<out_dir>/<task>/<dataset>.json`` and ``.md``; returns the JSON path."""

@@ -51,7 +51,7 @@ from tsjepa.encoding import encode_windows  # noqa: E402
 from tsjepa.eval import single_dataset  # noqa: E402
 from tsjepa.eval.finetune import train_with_early_stopping  # noqa: E402
 from tsjepa.models import Encoder, EncoderOutput  # noqa: E402
-from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
+from tsjepa.results import device_description, plot_label_efficiency, save_figure, write_results  # noqa: E402
 
 POOLS = ("mean", "max", "last")
 
@@ -213,23 +213,6 @@ def labelled_subset(train_idx: np.ndarray, labels: np.ndarray, fraction: float, 
     return np.sort(keep)
 
 
-def plot_fractions(path: Path, rows: list[dict], dataset: str) -> None:
-    """AUROC (mean ± std over folds) against the share of labelled training stays."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for model, mode in (("tsjepa", "probe"), ("random-init", "probe"), ("summary-stats", "gradient-boosting"),
-                        ("summary-stats", "logistic")):
-        mine = sorted((r for r in rows if (r["model"], r["mode"]) == (model, mode)), key=lambda r: r["train_fraction"])
-        if mine:
-            ax.errorbar([r["train_fraction"] for r in mine], [r["auroc"] for r in mine],
-                        yerr=[r["auroc_std"] for r in mine], marker="o", capsize=3, label=f"{model} ({mode})")
-    ax.set_xscale("log")
-    ax.set_xlabel("share of labelled training stays the head is fit on")
-    ax.set_ylabel("test AUROC (mean ± std over folds)")
-    ax.set_title(f"{dataset}: label efficiency", fontsize=10)
-    ax.legend(fontsize=8)
-    save_figure(fig, path)
-
-
 def plot_folds(path: Path, per_fold: dict[str, list[dict]]) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     names = list(per_fold)
@@ -330,6 +313,11 @@ def run(cfg: DictConfig) -> Path:
     )
     plot_folds(out.with_suffix(".png"), {k: v for (k, f), v in per_fold.items() if f == fractions[-1]})
     if len(fractions) > 1:
-        plot_fractions(out.with_name(f"{name}-label-efficiency.png"), rows, name)
+        plot_label_efficiency(
+            out.with_name(f"{name}-label-efficiency.png"), rows,
+            [("tsjepa", "probe"), ("random-init", "probe"), ("summary-stats", "gradient-boosting"),
+             ("summary-stats", "logistic")], "auroc", "test AUROC (mean ± std over folds)",
+            "share of labelled training stays the head is fit on",
+            f"{name}: label efficiency ({device_description(device)})")
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
     return out

@@ -52,7 +52,13 @@ from tsjepa.heads import (  # noqa: E402
     probe_predict,
 )
 from tsjepa.models import Encoder, EncoderOutput  # noqa: E402
-from tsjepa.results import aggregate_seeds, device_description, save_figure, write_results  # noqa: E402
+from tsjepa.results import (  # noqa: E402
+    aggregate_seeds,
+    device_description,
+    plot_label_efficiency,
+    save_figure,
+    write_results,
+)
 
 BASELINE_FEATURES = {"linear": lambda x: x, "dlinear": decomposition_features}
 
@@ -293,24 +299,6 @@ def score_seed(cfg: DictConfig, ckpt: str, seed: int, device: torch.device, base
     return SeedScores(rows, penalties, finetune_logs, examples, pretrained.step)
 
 
-def plot_fractions(path: Path, rows: list[dict], dataset: str) -> None:
-    """Average test MSE against the share of train windows the heads were fit on, mean ± std over seeds."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for model, mode in (("tsjepa", "probe"), ("random-init", "probe"), ("linear", "supervised")):
-        mine = sorted((r for r in rows if (r["model"], r["mode"], r["horizon"]) == (model, mode, "avg")),
-                      key=lambda r: r["train_fraction"])
-        if mine:
-            ax.errorbar([r["train_fraction"] for r in mine], [r["mse"] for r in mine],
-                        yerr=[r.get("mse_std", 0.0) for r in mine], marker="o", capsize=3,
-                        label=f"{model} ({mode})")
-    ax.set_xscale("log")
-    ax.set_xlabel("share of train windows the head is fit on (the most recent ones)")
-    ax.set_ylabel("test MSE, average over horizons")
-    ax.set_title(f"{dataset}: label efficiency", fontsize=10)
-    ax.legend(fontsize=8)
-    save_figure(fig, path)
-
-
 def run(cfg: DictConfig) -> Path:
     start = time.time()
     check_eval_config(cfg)
@@ -365,6 +353,11 @@ def run(cfg: DictConfig) -> Path:
         ts.channels[channel], examples["horizon"], [int(data.rows["test"][0] + lookback + i) for i in picks],
     )
     if len(train_fractions(cfg)) > 1:
-        plot_fractions(out.with_name(f"{card.name}-label-efficiency.png"), rows, card.name)
+        plot_label_efficiency(
+            out.with_name(f"{card.name}-label-efficiency.png"), [r for r in rows if r["horizon"] == "avg"],
+            [("tsjepa", "probe"), ("random-init", "probe"), ("linear", "supervised")], "mse",
+            "test MSE, average over horizons (mean ± std over seeds)",
+            "share of train windows the head is fit on (the most recent ones)",
+            f"{card.name}: label efficiency ({device_description(device)})")
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
     return out
