@@ -182,8 +182,7 @@ class JEPA(nn.Module):
     def forward(self, batch: Batch, step: int, generator: torch.Generator) -> dict[str, Tensor]:
         """Losses of one batch: ``loss`` and each term (``prediction``, ``sigreg``, and ``multiview`` /
         ``reconstruction`` when on) with its weighted share of the loss ``share_<term>``; ``embeddings``
-        ``[N, D]`` (detached target-view encoder tokens, for diagnostics) and ``patch_values`` ``[N, S]`` /
-        ``slot_observed`` ``[N, S]`` (their instance-normalised slot values)."""
+        ``[N, D]`` (detached target-view encoder tokens of the observed patches, for diagnostics)."""
         cfg = self.config
         full = self.encoder(batch)
         target_mask = sample_span_mask(
@@ -213,8 +212,8 @@ class JEPA(nn.Module):
             stats += view_stats
             terms["multiview"] = ((1 - cfg.lam) * cfg.view_weight, multiview.float())
         terms["sigreg"] = (cfg.lam, torch.stack(stats).mean())
-        slots = self.patch_values(batch)  # [B, C, P, 2, S]: normalised value, observed flag
         if self.reconstruction is not None:
+            slots = self.patch_values(batch)  # [B, C, P, 2, S]: normalised value, observed flag
             recon_err = (self.reconstruction(predicted) - slots[..., 0, :]) ** 2
             weight = slots[..., 1, :] * target_mask[..., None]
             terms["reconstruction"] = (cfg.reconstruction_weight,
@@ -222,9 +221,7 @@ class JEPA(nn.Module):
         loss = sum(w * v for w, v in terms.values())
         out = {"loss": loss, **{k: v.detach() for k, (_, v) in terms.items()}}
         out |= {f"share_{k}": (w * v.detach() / loss.detach()) for k, (w, v) in terms.items()}
-        observed_slots = slots[full.patch_observed]
-        return out | {"embeddings": full.embeddings.detach()[full.patch_observed],
-                      "patch_values": observed_slots[:, 0], "slot_observed": observed_slots[:, 1] > 0}
+        return out | {"embeddings": full.embeddings.detach()[full.patch_observed]}
 
     @torch.no_grad()
     def patch_values(self, batch: Batch) -> Tensor:

@@ -271,11 +271,12 @@ def train(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None 
         jepa.update_target()
         if ddp.main and ((step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps):
             tokens = slice(0, cfg.train.diagnostic_tokens)
+            slots = jepa.patch_values(batch)  # [B, C, P, 2, S]; observed patches in the order of out["embeddings"]
+            slots = slots[slots[:, :, :, 1].amax(-1) > 0][tokens]
             metrics = {"step": step + 1, "time": round(time.time(), 1), **{k: v.item() for k, v in out.items() if v.ndim == 0},
                        "lr": optimizer.param_groups[0]["lr"],
                        **embedding_report(out["embeddings"][tokens], step=step),
-                       "patch_r2": patch_recoverability(out["embeddings"][tokens], out["patch_values"][tokens],
-                                                        out["slot_observed"][tokens])}
+                       "patch_r2": patch_recoverability(out["embeddings"][tokens], slots[:, 0], slots[:, 1] > 0)}
             progress.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in
                                   ("loss", "prediction", "sigreg", "effective_rank", "patch_r2")})
             with open(run_dir / "metrics.jsonl", "a") as log:
