@@ -79,11 +79,6 @@ def fit_probe(encoded: dict[str, EncoderOutput], target: dict[str, torch.Tensor]
                     {s: rearrange(o.scale, "n c -> (n c)") ** 2 for s, o in encoded.items()})
 
 
-def first_windows(out: EncoderOutput, n: int) -> EncoderOutput:
-    """The first ``n`` windows of encoder outputs (shared origins of a shorter-horizon encoding)."""
-    return EncoderOutput(*(t[:n] for t in (out.embeddings, out.patch_observed, out.loc, out.scale)))
-
-
 def probe_predict(head: Ridge, out: EncoderOutput) -> torch.Tensor:
     """Forecasts ``[N, C, H]`` in data units (the window's loc/scale added back)."""
     pred = rearrange(head(probe_features(out)).float(), "(n c) h -> n c h", n=out.embeddings.shape[0])

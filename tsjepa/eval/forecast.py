@@ -43,7 +43,6 @@ from tsjepa.eval import single_dataset  # noqa: E402
 from tsjepa.eval.baselines import decomposition_features, seasonal_naive  # noqa: E402
 from tsjepa.eval.finetune import ForecastModel, finetune, predict  # noqa: E402
 from tsjepa.heads import (  # noqa: E402
-    first_windows,
     fit_head,
     fit_probe,
     fit_stride,
@@ -193,7 +192,7 @@ def lookback_recoverability(encoded: dict[str, EncoderOutput], split_windows: di
     for split, w in split_windows.items():
         index = torch.arange(0, len(w), every)
         batch, out = w.batch(index), encoded[split]
-        part = EncoderOutput(*(t[index] for t in (out.embeddings, out.patch_observed, out.loc, out.scale)))
+        part = out.take(index)
         features[split] = probe_features(part)
         targets[split] = normalise(batch.values, part)
         observed[split] = rearrange(batch.observed, "n c l -> (n c) l")
@@ -262,7 +261,7 @@ def score_seed(cfg: DictConfig, ckpt: str, seed: int, device: torch.device, base
                     preds["seasonal-naive", "naive"] = {
                         s: seasonal_naive(raw[s][0], horizon, data.card.protocol["season"]) for s in ("val", "test")}
             for model, enc in encoded.items():
-                part = {s: first_windows(o, n[s]) for s, o in enc.items()}
+                part = {s: o.take(slice(n[s])) for s, o in enc.items()}
                 head = fit_probe(part, {s: b.target for s, b in full.items()}, fit_keep, alphas)
                 penalties[f"{model}/{tag}"] = head.alpha
                 preds[model, "probe"] = {s: rearrange(probe_predict(head, part[s]), "n c h -> (n c) h")

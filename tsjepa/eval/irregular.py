@@ -31,7 +31,7 @@ from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
 from tsjepa.eval.baselines import fill_gaps  # noqa: E402
 from tsjepa.eval.forecast import ForecastData, check_span, metrics  # noqa: E402
-from tsjepa.heads import first_windows, fit_head, fit_probe, probe_predict  # noqa: E402
+from tsjepa.heads import fit_head, fit_probe, probe_predict  # noqa: E402
 from tsjepa.models import Encoder  # noqa: E402
 from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
 
@@ -82,7 +82,7 @@ def run(cfg: DictConfig) -> Path:
             y = {s: rearrange(b.target, "n c h -> (n c) h") for s, b in full.items()}
             preds = {}
             for model, enc in encoded.items():
-                part = {s: first_windows(o, n[s]) for s, o in enc.items()}
+                part = {s: o.take(slice(n[s])) for s, o in enc.items()}
                 head = fit_probe(part, {s: b.target for s, b in full.items()}, keep, alphas)
                 preds[model, "probe"] = rearrange(probe_predict(head, part["test"]), "n c h -> (n c) h")
             for fill in FILLS:

@@ -54,6 +54,10 @@ class EncoderOutput:
     loc: Tensor  # [B, C] instance-normalisation mean (0 when instance_norm is off)
     scale: Tensor  # [B, C] instance-normalisation std (1 when off)
 
+    def take(self, index: Tensor | slice) -> EncoderOutput:
+        """The outputs of windows ``index`` (a slice or an index tensor into B)."""
+        return EncoderOutput(self.embeddings[index], self.patch_observed[index], self.loc[index], self.scale[index])
+
 
 class Encoder(nn.Module):
     """Batch ``[B, C, T]`` -> `EncoderOutput` with embeddings ``[B, C, P, D]``.
