@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tsjepa.results import save_figure, write_results  # noqa: E402
+from tsjepa.results import aggregate_seeds, save_figure, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OBJ = "model.objective"
@@ -90,8 +89,16 @@ def avg_rows(record: dict) -> dict[str, dict]:
     return {r["model"]: r for r in record["rows"] if r["horizon"] == "avg" and r.get("train_fraction", 1.0) == 1.0}
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(values), **({"std": statistics.stdev(values)} if len(values) > 1 else {})}
+STUDY_KEYS = ("val_mse", "mse", "mae", "lookback_r2", "effective_rank", "isotropy")
+ERRORS = ("val_mse", "mse", "mae")  # the keys whose spread over seeds is reported
+
+
+def over_seeds(rows: dict[int, dict], labels: dict) -> dict:
+    """One study row: ``labels``, then the mean over seeds of each of ``rows``' `STUDY_KEYS` (with the sample
+    std of the errors when there are several seeds) and ``n_seeds``."""
+    (row,) = aggregate_seeds({seed: [r] for seed, r in rows.items()}, keys=("model",), metrics=ERRORS)
+    ordered = [k for key in STUDY_KEYS for k in (key, f"{key}_std") if k in row]
+    return labels | {k: row[k] for k in ordered} | {"n_seeds": row["n_seeds"]}
 
 
 def collect(data: str) -> tuple[list[dict], dict, str]:
@@ -107,22 +114,15 @@ def collect(data: str) -> tuple[list[dict], dict, str]:
         if not records:
             continue
         device = next(iter(records.values()))["device"]
-        mine = {seed: avg_rows(r)["tsjepa"] for seed, r in records.items()}
-        row = {"model": "tsjepa", "variant": name, "mode": "probe", "horizon": "avg"}
-        for key in ("val_mse", "mse", "mae", "lookback_r2", "effective_rank", "isotropy"):
-            stats = summary([m[key] for m in mine.values()])
-            row[key] = stats["mean"]
-            if "std" in stats and key in ("val_mse", "mse", "mae"):
-                row[f"{key}_std"] = stats["std"]
-        row["n_seeds"] = len(mine)
-        rows.append(row)
+        rows.append(over_seeds({seed: avg_rows(r)["tsjepa"] for seed, r in records.items()},
+                               {"model": "tsjepa", "variant": name, "mode": "probe", "horizon": "avg"}))
         runs[name] = {"what": what, "overrides": overrides, "seeds": sorted(records),
                       "eval_commands": {s: r["command"] for s, r in records.items()},
                       "eval_commits": {s: r["commit"] for s, r in records.items()},
                       "eval_wall_s": {s: r["wall_s"] for s, r in records.items()},
                       "pretrain_wall_s": {s: pretrain_seconds(data, name, s) for s in records}}
         if name == "default":
-            twins = [avg_rows(r)["random-init"] for r in records.values() if "random-init" in avg_rows(r)]
+            twins = {seed: avg_rows(r)["random-init"] for seed, r in records.items() if "random-init" in avg_rows(r)}
             baselines = {m: r for m, r in avg_rows(next(iter(records.values()))).items()
                          if m not in ("tsjepa", "random-init")}
     if rows:
@@ -130,13 +130,7 @@ def collect(data: str) -> tuple[list[dict], dict, str]:
         for row in rows:
             row["selected"] = row is best
     if twins:
-        twin = {"model": "random-init", "variant": "-", "mode": "probe", "horizon": "avg"}
-        for key in ("val_mse", "mse", "mae", "lookback_r2", "effective_rank", "isotropy"):
-            stats = summary([t[key] for t in twins])
-            twin[key] = stats["mean"]
-            if "std" in stats and key in ("val_mse", "mse", "mae"):
-                twin[f"{key}_std"] = stats["std"]
-        rows.append(twin | {"n_seeds": len(twins)})
+        rows.append(over_seeds(twins, {"model": "random-init", "variant": "-", "mode": "probe", "horizon": "avg"}))
     for model, r in baselines.items():
         rows.append({"model": model, "variant": "-", "mode": r["mode"], "horizon": "avg", "val_mse": r["val_mse"],
                      "mse": r["mse"], "mae": r["mae"], "n_seeds": 1})
