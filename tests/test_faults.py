@@ -111,8 +111,11 @@ def test_recovery_removes_temporary_copies_of_older_versions(tmp_path):
     path = save_pretrained(tmp_path / "last", tiny_encoder(), ChannelVocab(["a"], 8), step=1)
     (tmp_path / ".last.k2j4x9q1").mkdir()  # what an older tsjepa's interrupted save left behind
     (tmp_path / ".last.k2j4x9q1" / "model.safetensors").write_bytes(b"x")
+    other = save_pretrained(tmp_path / "last.v2", tiny_encoder(), ChannelVocab(["a"], 8), step=1)
+    (tmp_path / ".last.v2.new").mkdir()  # another checkpoint's save in progress: not this folder's to touch
     assert "abandoned temporary copy .last.k2j4x9q1" in recover_dir(path)
-    assert entries(tmp_path) == ["last"] and from_pretrained(path).step == 1
+    assert entries(tmp_path) == [".last.v2.new", "last", "last.v2"] and from_pretrained(path).step == 1
+    assert from_pretrained(other).step == 1
 
 
 def test_training_repairs_an_interrupted_save_and_resumes(tmp_path):

@@ -16,6 +16,7 @@ runs it first, so the next write (or the next training start) repairs the folder
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -107,9 +108,11 @@ def recover_dir(path: str | os.PathLike) -> str | None:
         else:  # cannot happen by the step order; keep the old copy rather than nothing
             os.replace(old, path)
             done.append(f"restored {path.name} from {old.name}")
-    own = {p.name for p in (new, ready, old)}
-    for stray in sorted(path.parent.glob(f".{path.name}.*")):  # temporary copies of older tsjepa versions
-        if stray.is_dir() and stray.name not in own:
+    # temporary copies of older tsjepa versions: tempfile.mkdtemp(prefix=".<name>.") names, 8 random characters
+    # (a pattern this narrow never matches another folder's siblings, e.g. ".last.v2.new" of "last.v2")
+    legacy = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}")
+    for stray in sorted(path.parent.glob(f".{path.name}.*")):
+        if stray.is_dir() and legacy.fullmatch(stray.name) and stray.name not in {new.name, ready.name, old.name}:
             shutil.rmtree(stray)
             done.append(f"removed the abandoned temporary copy {stray.name}")
     return "; ".join(done) or None
