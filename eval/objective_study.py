@@ -1,13 +1,20 @@
 """The objective study (issue "Make pretraining pay"): which pretraining objective makes a frozen encoder worth
 more than the same architecture with random weights? ``python eval/objective_study.py [--data etth1]``.
 
-Each variant is the default recipe (``python -m tsjepa.train data=<data> seed=<s>``) with a few objective
-overrides, pretrained into ``runs/objective-study/<data>/<variant>-s<seed>`` and scored by
-``python -m tsjepa.eval forecast`` (frozen probe, every val and test window). The default variant's
-evaluation also probes the random-init twin of each seed and the raw baselines. Variants are **selected on
-validation MSE** (the probe's average over horizons on the val windows); test MSE is reported beside it and
-never used to choose. The suite is resumable: finished pretraining is not repeated and an existing
-evaluation of the same checkpoint step is not re-scored.
+Each variant is the dataset's default recipe (``python -m tsjepa.train data=<data> seed=<s>``, with the
+arm's preset) plus a few objective overrides, pretrained into ``runs/objective-study/<data>/<variant>-s<seed>``
+and scored by the dataset's harnesses (`ARMS`). The default variant's evaluation also scores the random-init
+twin of each seed; every evaluation carries the raw baselines. Variants are **selected on validation
+scores only**, test scores are reported beside them and never used to choose:
+
+- ``etth1``, ``weather``: the forecast probe's val MSE (average over horizons on the val windows);
+- ``physionet2012``: one encoder per held-out fold (folds 0-2 of 5), the logistic probe's inner-CV AUROC on
+  the training stays (``val_auroc``); test = AUROC on each held-out fold;
+- ``smd``: rare and cross-channel detection with the ``chi2`` score; SMD has no labelled validation split,
+  so 3 of its 8 machines (`SMD_VALIDATION`) select and the other 5 report.
+
+The suite is resumable: finished pretraining is not repeated and an evaluation newer than its checkpoints is
+not re-scored.
 
     python eval/objective_study.py                                  # every variant, seed 0
     python eval/objective_study.py --variants default proj-axes --seeds 0 1 2
@@ -22,6 +29,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -55,6 +63,35 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
+@dataclass(frozen=True)
+class Arm:
+    """How one dataset enters the study: the harnesses that score each checkpoint, the validation keys that
+    select (their mean; ``val_<key>`` selects and ``<key>`` is its test counterpart), and extra overrides."""
+
+    tasks: tuple[str, ...]
+    select: tuple[str, ...]
+    lower_is_better: bool
+    mode: str  # the encoder score the study reads
+    reference: str  # the raw baseline drawn beside the random-init twin
+    train: tuple[str, ...] = ()
+    evals: tuple[str, ...] = ()
+    folds: tuple[int, ...] = ()  # one encoder per held-out fold (record datasets)
+
+
+ARMS: dict[str, Arm] = {
+    "etth1": Arm(("forecast",), ("val_mse",), True, "probe", "linear"),
+    "weather": Arm(("forecast",), ("val_mse",), True, "probe", "linear"),
+    "physionet2012": Arm(("classify",), ("val_auroc",), False, "probe", "summary-stats/logistic",
+                         train=("train.batch_size=32", "train.steps=150", "train.warmup=20"),
+                         evals=("eval.folds=[0,1,2]", "eval.modes=[probe]"), folds=(0, 1, 2)),
+    "smd": Arm(("rare", "crosschannel"), ("val_auc_pr", "val_hitrate@150"), False, "chi2", "pca"),
+}
+SMD_VALIDATION = ("machine-1-2", "machine-1-3", "machine-1-4")  # select; the other 5 machines report
+DIAGNOSTICS = ("lookback_r2", "effective_rank", "isotropy")  # reported as means only
+FORECAST_KEYS = ("val_mse", "mse", "mae", *DIAGNOSTICS)
+DETECTION_KEYS = {"rare": ("auc_pr", "vus_pr", "vus_roc"), "crosschannel": ("hitrate@150", "ndcg@150")}
+
+
 def run(cmd: list[str]) -> None:
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
@@ -64,113 +101,189 @@ def run_dir(data: str, name: str, seed: int) -> Path:
     return ROOT / "runs" / "objective-study" / data / f"{name}-s{seed}"
 
 
-def result_path(data: str, name: str, seed: int) -> Path:
-    return run_dir(data, name, seed) / "eval" / "forecast" / f"{data}.json"
+def checkpoints(data: str, name: str, seed: int) -> list[Path]:
+    """The variant's checkpoint folders: one, or one per held-out fold (``fold<k>/``)."""
+    base = run_dir(data, name, seed)
+    folds = ARMS[data].folds
+    return [base / f"fold{k}" / "checkpoints" / "last" for k in folds] if folds else [base / "checkpoints" / "last"]
+
+
+def result_path(data: str, name: str, seed: int, task: str) -> Path:
+    return run_dir(data, name, seed) / "eval" / task / f"{data}.json"
 
 
 def pretrain(data: str, name: str, seed: int) -> None:
-    run([sys.executable, "-m", "tsjepa.train", f"data={data}", f"seed={seed}",
-         f"run_dir={run_dir(data, name, seed)}", *VARIANTS[name][1]])
+    arm = ARMS[data]
+    for k, ckpt in zip(arm.folds or (None,), checkpoints(data, name, seed), strict=True):
+        fold = [] if k is None else [f"data.fold={k}"]
+        run([sys.executable, "-m", "tsjepa.train", f"data={data}", f"seed={seed}", f"run_dir={ckpt.parents[1]}",
+             *fold, *arm.train, *VARIANTS[name][1]])
 
 
 def score(data: str, name: str, seed: int) -> None:
-    """Probe one finished checkpoint (with the random-init twin and baselines for the default variant)."""
-    ckpt = run_dir(data, name, seed) / "checkpoints" / "last"
-    step = json.loads((ckpt / "config.json").read_text())["step"]
-    result = result_path(data, name, seed)
-    if result.exists() and json.loads(result.read_text())["pretrain_step"] == step:
-        return
-    run([sys.executable, "-m", "tsjepa.eval", "forecast", f"data={data}", f"ckpt={ckpt}", f"seed={seed}",
-         f"out_dir={result.parents[1]}", f"eval.random_baseline={'true' if name == 'default' else 'false'}"])
+    """Run each harness on the variant's checkpoints (with the random-init twin for the default variant),
+    unless its result is newer than every checkpoint."""
+    arm = ARMS[data]
+    ckpts = checkpoints(data, name, seed)
+    ckpt = str(ckpts[0]).replace("fold0", "fold*") if arm.folds else str(ckpts[0])
+    newest = max((c / "config.json").stat().st_mtime for c in ckpts)
+    for task in arm.tasks:
+        result = result_path(data, name, seed, task)
+        if result.exists() and result.stat().st_mtime > newest:
+            continue
+        run([sys.executable, "-m", "tsjepa.eval", task, f"data={data}", f"ckpt={ckpt}", f"seed={seed}",
+             f"out_dir={result.parents[1]}", f"eval.random_baseline={'true' if name == 'default' else 'false'}",
+             *arm.evals])
 
 
-def avg_rows(record: dict) -> dict[str, dict]:
-    """model -> its average-over-horizons row at full labels."""
-    return {r["model"]: r for r in record["rows"] if r["horizon"] == "avg" and r.get("train_fraction", 1.0) == 1.0}
+def task_metrics(task: str, record: dict, mode: str) -> dict[str, dict[str, float]]:
+    """model -> the study's metrics of one evaluation: full-label averages for probes, ``val_*`` on the
+    validation machines and test values on the others for SMD (the encoders' ``mode`` score, baselines'
+    own)."""
+    rows = [r for r in record["rows"] if r.get("train_fraction", 1.0) == 1.0]
+    if task == "forecast":
+        return {r["model"]: {k: r[k] for k in FORECAST_KEYS if k in r} for r in rows if r["horizon"] == "avg"}
+    if task == "classify":
+        return {r["model"] if r["mode"] == "probe" else f"{r['model']}/{r['mode']}":
+                {k: r[k] for k in ("val_auroc", "auroc", "auc_pr") if k in r} for r in rows if r["mode"] != "finetune"}
+    split: dict[str, dict[str, list[float]]] = {}
+    for r in rows:
+        if r["series"] == "mean" or r["mode"] not in (mode, "baseline"):
+            continue
+        prefix = "val_" if r["series"] in SMD_VALIDATION else ""
+        for key in (k for k in DETECTION_KEYS[task] if k in r):
+            split.setdefault(r["model"], {}).setdefault(prefix + key, []).append(r[key])
+    return {model: {k: sum(v) / len(v) for k, v in sorted(keys.items())} for model, keys in split.items()}
 
 
-STUDY_KEYS = ("val_mse", "mse", "mae", "lookback_r2", "effective_rank", "isotropy")
-ERRORS = ("val_mse", "mse", "mae")  # the keys whose spread over seeds is reported
+def metrics_of(data: str, name: str, seed: int) -> tuple[dict[str, dict[str, float]], dict] | None:
+    """model -> its metrics over every harness of the arm, and the evaluations' records by task; None until
+    every harness has scored this run."""
+    arm, merged, records = ARMS[data], {}, {}
+    for task in arm.tasks:
+        path = result_path(data, name, seed, task)
+        if not path.exists():
+            return None
+        records[task] = json.loads(path.read_text())
+        for model, values in task_metrics(task, records[task], arm.mode).items():
+            merged.setdefault(model, {}).update(values)
+    return merged, records
 
 
 def over_seeds(rows: dict[int, dict], labels: dict) -> dict:
-    """One study row: ``labels``, then the mean over seeds of each of ``rows``' `STUDY_KEYS` (with the sample
-    std of the errors when there are several seeds) and ``n_seeds``."""
-    (row,) = aggregate_seeds({seed: [r] for seed, r in rows.items()}, keys=("model",), metrics=ERRORS)
-    ordered = [k for key in STUDY_KEYS for k in (key, f"{key}_std") if k in row]
-    return labels | {k: row[k] for k in ordered} | {"n_seeds": row["n_seeds"]}
+    """One study row: ``labels``, then each metric's mean over seeds (with its sample std when there are
+    several seeds) and ``n_seeds``."""
+    keys = tuple(k for k, v in next(iter(rows.values())).items() if isinstance(v, float))
+    (row,) = aggregate_seeds({seed: [{"model": labels["model"], **r}] for seed, r in rows.items()},
+                             keys=("model",), metrics=tuple(k for k in keys if k not in DIAGNOSTICS))
+    return labels | {k: row[k] for key in keys for k in (key, f"{key}_std") if k in row} | {"n_seeds": row["n_seeds"]}
+
+
+def selection_score(arm: Arm, row: dict) -> float:
+    score = sum(row[k] for k in arm.select) / len(arm.select)
+    return -score if arm.lower_is_better else score
 
 
 def collect(data: str) -> tuple[list[dict], dict, str]:
     """One row per variant (mean ± std over its scored seeds), the random-init twin and the raw baselines;
-    the variant with the lowest validation MSE is marked ``selected``."""
+    the variant with the best validation score is marked ``selected``."""
+    arm = ARMS[data]
     rows, runs, device = [], {}, "none"
-    twins, baselines = [], {}
+    twins, baselines = {}, {}
+    labels = {"mode": arm.mode, "horizon": "avg" if arm.tasks == ("forecast",) else None}
     for name, (what, overrides) in VARIANTS.items():
-        records = {}
-        for path in sorted(result_path(data, name, 0).parents[3].glob(f"{name}-s*/eval/forecast/{data}.json")):
-            record = json.loads(path.read_text())
-            records[int(record["seed"])] = record
-        if not records:
+        scored = {}
+        for folder in sorted(run_dir(data, name, 0).parent.glob(f"{name}-s*")):
+            seed = int(folder.name.rsplit("-s", 1)[1])
+            found = metrics_of(data, name, seed)
+            if found is not None:
+                scored[seed] = found
+        if not scored:
             continue
-        device = next(iter(records.values()))["device"]
-        rows.append(over_seeds({seed: avg_rows(r)["tsjepa"] for seed, r in records.items()},
-                               {"model": "tsjepa", "variant": name, "mode": "probe", "horizon": "avg"}))
-        runs[name] = {"what": what, "overrides": overrides, "seeds": sorted(records),
-                      "eval_commands": {s: r["command"] for s, r in records.items()},
-                      "eval_commits": {s: r["commit"] for s, r in records.items()},
-                      "eval_wall_s": {s: r["wall_s"] for s, r in records.items()},
-                      "pretrain_wall_s": {s: pretrain_seconds(data, name, s) for s in records}}
+        records = {seed: recs for seed, (_, recs) in scored.items()}
+        device = next(iter(next(iter(records.values())).values()))["device"]
+        rows.append(over_seeds({s: m["tsjepa"] for s, (m, _) in scored.items()},
+                               {"model": "tsjepa", "variant": name, **labels}))
+        runs[name] = {"what": what, "overrides": overrides, "seeds": sorted(scored),
+                      "eval_commands": {s: [r["command"] for r in recs.values()] for s, recs in records.items()},
+                      "eval_commits": {s: [r["commit"] for r in recs.values()] for s, recs in records.items()},
+                      "eval_wall_s": {s: round(sum(r["wall_s"] for r in recs.values()), 1)
+                                      for s, recs in records.items()},
+                      "pretrain_wall_s": {s: pretrain_seconds(data, name, s) for s in scored}}
         if name == "default":
-            twins = {seed: avg_rows(r)["random-init"] for seed, r in records.items() if "random-init" in avg_rows(r)}
-            baselines = {m: r for m, r in avg_rows(next(iter(records.values()))).items()
-                         if m not in ("tsjepa", "random-init")}
+            twins = {s: m["random-init"] for s, (m, _) in scored.items() if "random-init" in m}
+            baselines = {k: v for k, v in next(iter(scored.values()))[0].items() if k not in ("tsjepa", "random-init")}
     if rows:
-        best = min(rows, key=lambda r: r["val_mse"])
+        best = max(rows, key=lambda r: selection_score(arm, r))
         for row in rows:
             row["selected"] = row is best
     if twins:
-        rows.append(over_seeds(twins, {"model": "random-init", "variant": "-", "mode": "probe", "horizon": "avg"}))
-    for model, r in baselines.items():
-        rows.append({"model": model, "variant": "-", "mode": r["mode"], "horizon": "avg", "val_mse": r["val_mse"],
-                     "mse": r["mse"], "mae": r["mae"], "n_seeds": 1})
+        rows.append(over_seeds(twins, {"model": "random-init", "variant": "-", **labels}))
+    for model, values in baselines.items():
+        rows.append({"model": model, "variant": "-", "mode": "baseline", "horizon": labels["horizon"], **values,
+                     "n_seeds": 1})
     return rows, runs, device
 
 
 def pretrain_seconds(data: str, name: str, seed: int) -> float | None:
-    """Wall time of a finished pretraining run, from its log's first and last metric lines."""
-    path = run_dir(data, name, seed) / "metrics.jsonl"
-    times = [json.loads(line).get("time") for line in path.read_text().splitlines()] if path.exists() else []
-    times = [t for t in times if t is not None]
-    return round(times[-1] - times[0], 1) if len(times) > 1 else None
+    """Wall time of a finished pretraining run (summed over folds), from its logs' first and last metric
+    lines."""
+    total = 0.0
+    for ckpt in checkpoints(data, name, seed):
+        path = ckpt.parents[1] / "metrics.jsonl"
+        times = [json.loads(line).get("time") for line in path.read_text().splitlines()] if path.exists() else []
+        times = [t for t in times if t is not None]
+        if len(times) < 2:
+            return None
+        total += times[-1] - times[0]
+    return round(total, 1)
 
 
 def plot(rows: list[dict], path: Path, data: str, device: str) -> None:
+    arm = ARMS[data]
     ours = [r for r in rows if r["model"] == "tsjepa"]
     refs = {r["model"]: r for r in rows if r["model"] != "tsjepa"}
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 0.45 * len(ours) + 2.2), sharey=True)
+    keys = [k for val in arm.select for k in (val, val.removeprefix("val_"))]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 0.45 * len(ours) + 2.2), sharey=True)
     names = [r["variant"] + (" (selected)" if r["selected"] else "") for r in ours]
-    for axis, key in ((ax, "val_mse"), (bx, "mse")):
+    for axis, key in zip(axes, keys, strict=True):
         axis.barh(names, [r[key] for r in ours], xerr=[r.get(f"{key}_std", 0) for r in ours],
                   color=["tab:green" if r["selected"] else "tab:blue" for r in ours], capsize=3)
-        for model, style in (("random-init", "--"), ("linear", ":")):
-            if model in refs:
+        for model, style in (("random-init", "--"), (arm.reference, ":")):
+            if model in refs and key in refs[model]:
                 axis.axvline(refs[model][key], color="black", ls=style, lw=1, label=f"{model} {refs[model][key]:.3f}")
-        values = [r[key] for r in ours] + [refs[m][key] for m in ("random-init", "linear") if m in refs]
+        values = [r[key] for r in ours] + [refs[m][key] for m in ("random-init", arm.reference)
+                                           if m in refs and key in refs[m]]
         axis.set_xlim(min(values) * 0.97, max(values) * 1.02)
         axis.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
-    ax.set_xlabel("validation MSE, avg over horizons (selection)")
-    bx.set_xlabel("test MSE, avg over horizons (reported)")
-    ax.invert_yaxis()
-    fig.suptitle(f"Objective study on {data}: frozen encoder + ridge probe, mean ± std over seeds ({device})",
-                 fontsize=10)
+        axis.set_xlabel(f"{key} ({'selection' if key in arm.select else 'test, reported'})")
+    axes[0].invert_yaxis()
+    fig.suptitle(f"Objective study on {data}: frozen encoder, mean ± std over seeds ({device})", fontsize=10)
     save_figure(fig, path)
+
+
+NOTES = {
+    "forecast": ("frozen encoder + ridge probe per horizon (penalty chosen on val), every val and test window. "
+                 "`val_mse` (selection) and `mse` (test, reported only) are averages over the protocol horizons. "
+                 "`lookback_r2`: test R² of a ridge map from a channel's tokens back to its instance-normalised "
+                 "lookback window. `linear`/`dlinear`: raw-window ridge."),
+    "classify": ("one encoder per held-out fold (folds 0-2 of the stratified 5-fold split), each pretrained without "
+                 "its fold's stays (150 steps, batch 32); frozen encoder + logistic probe on channel-pooled "
+                 "embeddings and statics. `val_auroc` (selection): the probe's inner 3-fold CV AUROC on the "
+                 "training stays; `auroc`/`auc_pr`: the held-out folds (reported only); means over folds. "
+                 "`summary-stats/*`: per-channel statistics + statics."),
+    "smd": ("`chi2` scores (squared norm of the whitened window embedding) on every test row. SMD has no labelled "
+            f"validation split: machines {', '.join(SMD_VALIDATION)} select (`val_*`, mean over them) and the other "
+            "5 report (`auc_pr`, `vus_pr`, `vus_roc` of the rare harness; `hitrate@150`, `ndcg@150` of the "
+            "cross-channel harness); selection = the mean of `val_auc_pr` and `val_hitrate@150`. Baselines: robust "
+            "z-score, PCA, IsolationForest, on the same rows."),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", nargs="?", default="all", choices=["all", "pretrain", "score", "collect"])
-    parser.add_argument("--data", default="etth1")
+    parser.add_argument("--data", default="etth1", choices=list(ARMS))
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
     parser.add_argument("--out-dir", default=str(ROOT / "eval" / "results"))
@@ -187,16 +300,14 @@ def main() -> None:
     rows, runs, device = collect(args.data)
     if not rows:
         raise SystemExit("no scored variant to collect")
+    arm = ARMS[args.data]
     out = write_results(
         args.out_dir, "objective-study", args.data, rows, seed=args.seeds, device=device,
-        wall_s=time.time() - start, extra={"variants": runs},
-        notes=("Each variant = the default recipe with the overrides in the JSON (`variants`), 300 pretraining "
-               "steps, frozen encoder + ridge probe per horizon (penalty chosen on val), every val and test window. "
-               "`val_mse` (selection) and `mse` (test, reported only) are averages over the protocol horizons, "
-               "mean over the variant's seeds (`*_std`: sample std, present with more than one seed). "
-               "`selected`: the lowest validation MSE. `lookback_r2`: test R² of a ridge map from a channel's "
-               "tokens back to its instance-normalised lookback window. `random-init`: the default's "
-               "architecture with random weights, one twin per seed; `linear`/`dlinear`: raw-window ridge."),
+        wall_s=time.time() - start, extra={"variants": runs, "select": list(arm.select)},
+        notes=("Each variant = the dataset's default recipe with the overrides in the JSON (`variants`), "
+               + NOTES["smd" if args.data == "smd" else arm.tasks[0]] + " Metrics: mean over the variant's "
+               "seeds (`*_std`: sample std, present with more than one seed). `selected`: the best validation "
+               "score. `random-init`: the default's architecture with random weights, one twin per seed."),
     )
     plot(rows, out.with_suffix(".png"), args.data, device)
     print(f"results: {out} (+ .md, .png)")

@@ -60,6 +60,10 @@ def test_classify_protocol_and_leak_guard(fold0_checkpoint, tmp_path):
     for row in rows.values():
         assert 0.5 < row["auroc"] <= 1 and 0.1 < row["auc_pr"] <= 1 and row["folds"] == 1
     assert rows["summary-stats", "gradient-boosting", 1.0]["auroc"] > 0.8  # a known-strong classical baseline
+    # logistic heads carry their inner-CV AUROC on the training stays (the study's selection score)
+    for head in (("summary-stats", "logistic"), ("tsjepa", "probe"), ("random-init", "probe")):
+        assert 0.5 < rows[(*head, 1.0)]["val_auroc"] <= 1
+    assert "val_auroc" not in rows["summary-stats", "gradient-boosting", 1.0]
     assert rows["summary-stats", "gradient-boosting", 0.1]["auroc"] < rows["summary-stats", "gradient-boosting", 1.0]["auroc"]
     assert record["finetune"][0]["steps"] == 2
     assert path.with_suffix(".png").exists() and path.with_name("physionet2012-label-efficiency.png").exists()

@@ -246,6 +246,7 @@ def run(cfg: DictConfig) -> Path:
         # the labelled stays each fraction's heads are fit on: a stratified subset of the training folds
         labelled = {f: labelled_subset(train_idx, records.labels[train_idx], f, cfg.seed + fold) for f in fractions}
         probs: dict[tuple[str, float], np.ndarray] = {}
+        val_auroc: dict[tuple[str, float], float] = {}  # inner-CV AUROC on the training stays (selection)
         probe_c: dict[str, float] = {}
         for fraction, fit_idx in labelled.items():
             for model_name, model in (("summary-stats/logistic", logistic(cfg.seed, list(cfg.eval.cs))),
@@ -253,6 +254,8 @@ def run(cfg: DictConfig) -> Path:
                                        HistGradientBoostingClassifier(random_state=cfg.seed))):
                 model.fit(summary[fit_idx], records.labels[fit_idx])
                 probs[model_name, fraction] = model.predict_proba(summary[test_idx])[:, 1]
+                if hasattr(model, "best_score_"):
+                    val_auroc[model_name, fraction] = float(model.best_score_)
         pretrained = checked_checkpoint(str(cfg.ckpt), fold, cfg, device)
         ids = pretrained.vocab.ids(card.channel_keys(records.channels))
         scaler = ClippedScaler().fit(records.subset(train_idx).observations())
@@ -272,6 +275,7 @@ def run(cfg: DictConfig) -> Path:
             for fraction, fit_idx in labelled.items():
                 probe = logistic(cfg.seed, list(cfg.eval.cs)).fit(features[fit_idx], records.labels[fit_idx])
                 probs[f"{model_name}/probe", fraction] = probe.predict_proba(features[test_idx])[:, 1]
+                val_auroc[f"{model_name}/probe", fraction] = float(probe.best_score_)
                 if fraction == fractions[-1]:
                     probe_c[model_name] = float(probe.best_params_["logisticregression__C"])
         if "finetune" in cfg.eval.modes:
@@ -286,13 +290,16 @@ def run(cfg: DictConfig) -> Path:
             probs["tsjepa/finetune", fractions[-1]] = torch.sigmoid(logits).numpy()
             logs.append({"fold": fold, "probe_c": probe_c["tsjepa"], "train_fraction": fractions[-1], **log})
         for key, p in probs.items():
-            per_fold.setdefault(key, []).append({"fold": fold, **scores(y_test, p)})
+            validation = {"val_auroc": val_auroc[key]} if key in val_auroc else {}
+            per_fold.setdefault(key, []).append({"fold": fold, **validation, **scores(y_test, p)})
         print(f"fold {fold}: " + "  ".join(f"{k}@{f:g} auroc={per_fold[k, f][-1]['auroc']:.3f}" for k, f in probs))
     rows = []
     for (key, fraction), folds_scored in per_fold.items():
         model, mode = key.split("/")
         row = {"model": model, "mode": mode, "horizon": None, "train_fraction": fraction}
-        for metric in ("auroc", "auc_pr"):
+        for metric in ("val_auroc", "auroc", "auc_pr"):
+            if metric not in folds_scored[0]:
+                continue
             vals = [f[metric] for f in folds_scored]
             row |= {metric: float(np.mean(vals)), f"{metric}_std": float(np.std(vals))}
         rows.append(row | {"n_windows": len(records), "folds": len(folds_scored)})
@@ -308,7 +315,9 @@ def run(cfg: DictConfig) -> Path:
                "fold). Fold k is scored with an encoder pretrained without fold k's stays. `probe`: frozen "
                "encoder, channel-pooled embeddings + static descriptors, logistic regression; `finetune`: "
                "encoder + linear head trained end to end; `random-init`: same architecture, random weights; "
-               "`summary-stats`: per-channel count/mean/std/min/max/first/last + statics. `train_fraction`: the "
+               "`summary-stats`: per-channel count/mean/std/min/max/first/last + statics. `val_auroc`: the logistic "
+               "head's inner 3-fold cross-validated AUROC on the training stays at its chosen penalty (a "
+               "validation score that never sees the held-out fold). `train_fraction`: the "
                "heads (and baselines) are fit on that stratified share of the training folds' labelled stays."),
     )
     plot_folds(out.with_suffix(".png"), {k: v for (k, f), v in per_fold.items() if f == fractions[-1]})
