@@ -31,11 +31,13 @@ from tsjepa.checkpoint import (
     save_pretrained,
 )
 from tsjepa.data.anomaly import AnomalySet
+from tsjepa.data.batch import Batch
+from tsjepa.data.collection import SeriesCollection, collection_windows, observed_ends
 from tsjepa.data.records import ClippedScaler, RecordSet, RecordWindows
 from tsjepa.data.sources import DatasetCard, load_source, split_rows
 from tsjepa.data.timeseries import TimeSeries
-from tsjepa.data.vocab import ChannelVocab
-from tsjepa.data.windows import Windows, fit_scaler
+from tsjepa.data.vocab import UNKNOWN, ChannelVocab
+from tsjepa.data.windows import SpanWindows, Windows, fit_scaler
 from tsjepa.device import resolve_device
 from tsjepa.diagnostics import embedding_report, patch_recoverability
 from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig
@@ -65,18 +67,37 @@ def setup_distributed(device: torch.device) -> Distributed:
 
 
 def pretraining_windows(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None = None
-                        ) -> tuple[list[Windows | RecordWindows], ChannelVocab]:
+                        ) -> tuple[list[Windows | RecordWindows | SpanWindows], ChannelVocab]:
     """Train-split windows (no val/test rows, no held-out records) of every dataset in ``cfg.data.datasets``
-    (or of the given ``sources``: (data, card) pairs already loaded), and their vocabulary."""
+    (or of the given ``sources``: (data, card) pairs already loaded), and their vocabulary.
+
+    Pretraining-only cards (the corpus, ``protocol.pretrain_only``) give windows over every row: windows of
+    ``data.lookback`` time units ending after each row whose window holds at least ``data.min_observed``
+    rows with an observation (early windows are padded as unobserved); a long-format collection gives such
+    windows over each of its series (`collection_windows`). With ``data.unknown_channel_prob > 0`` the
+    vocabulary also holds `UNKNOWN`."""
     sources = sources or [load_source(name, cfg.data) for name in cfg.data.datasets]
     loaded, cards = zip(*sources, strict=True)
     keys = [card.channel_keys(data.channels) for data, card in zip(loaded, cards, strict=True)]
     vocab = ChannelVocab(capacity=cfg.model.encoder.channel_capacity)
     for names in keys:
         vocab.extend(names)
+    if cfg.data.get("unknown_channel_prob", 0.0) > 0:
+        vocab.extend([UNKNOWN])
+    min_observed = cfg.data.get("min_observed", 1)
     windows = []
     for data, card, names in zip(loaded, cards, keys, strict=True):
-        if isinstance(data, RecordSet):
+        if isinstance(data, SeriesCollection):
+            found, skipped = collection_windows(data, float(cfg.data.lookback), min_observed, vocab.ids(names)[0])
+            windows.append(found)
+            if skipped:
+                print(f"{card.name}: {skipped} of {len(data)} series are shorter than data.min_observed="
+                      f"{min_observed} and were skipped")
+        elif card.protocol.get("pretrain_only"):
+            span = cfg.data.lookback * data.interval
+            windows.append(SpanWindows(data, observed_ends(data, span, min_observed), span, 0, vocab.ids(names),
+                                       fit_scaler(data, (0, len(data)))))
+        elif isinstance(data, RecordSet):
             train = data.subset(data.split(cfg.data.fold, cfg.data.folds, cfg.data.fold_seed)[0])
             scaler = ClippedScaler().fit(train.observations())
             windows.append(RecordWindows(train, vocab.ids(names), scaler, card.protocol["span"]))
@@ -95,13 +116,29 @@ def pretraining_windows(cfg: DictConfig, sources: list[tuple[TimeSeries, Dataset
     return windows, vocab
 
 
-def sample_batch(windows: list[Windows | RecordWindows], batch_size: int, gen: torch.Generator, ddp: Distributed):
-    """Pick a dataset (proportional to its windows) and ``batch_size`` windows from this rank's shard."""
-    sizes = torch.tensor([len(w) for w in windows], dtype=torch.float)
+def sample_batch(windows: list[Windows | RecordWindows | SpanWindows], batch_size: int, gen: torch.Generator,
+                 ddp: Distributed, alpha: float = 1.0, max_channels: int | None = None,
+                 unknown: tuple[int, float] | None = None) -> Batch:
+    """Pick a dataset with probability proportional to (its number of windows) ** ``alpha`` (1: as sampled
+    uniformly over all windows; smaller: small datasets drawn more often), then ``batch_size`` windows from
+    this rank's shard; keep at most ``max_channels`` of its channels (one random subset per batch). With
+    ``unknown = (id, p)``, each (window, channel) is presented under the unknown identity ``id`` with
+    probability ``p``."""
+    sizes = torch.tensor([len(w) for w in windows], dtype=torch.float) ** alpha
     source = windows[int(torch.multinomial(sizes, 1, generator=gen))]
     shard = torch.arange(ddp.rank, len(source), ddp.world)
     draws = torch.randint(len(shard), (ddp.world, batch_size), generator=gen)[ddp.rank]
-    return source.batch(shard[draws])
+    batch = source.batch(shard[draws])
+    n_channels = batch.channel_ids.shape[1]
+    if max_channels is not None and n_channels > max_channels:  # a random subset, observed channels first
+        order = torch.randperm(n_channels, generator=gen)
+        seen = batch.observed.any(2).any(0)[order]
+        order = order[torch.argsort((~seen).to(torch.int8), stable=True)]
+        batch = batch.select_channels(order[:max_channels].sort().values)
+    if unknown is not None:
+        hidden = torch.rand(batch.channel_ids.shape, generator=gen) < unknown[1]
+        batch.channel_ids = batch.channel_ids.masked_fill(hidden, unknown[0])
+    return batch
 
 
 def learning_rate(step: int, cfg: DictConfig) -> float:
@@ -215,6 +252,9 @@ def train(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None 
     check_config(cfg)
     torch.manual_seed(cfg.seed)
     windows, vocab = pretraining_windows(cfg, sources)
+    p_unknown = cfg.data.get("unknown_channel_prob", 0.0)
+    mixture = {"alpha": cfg.data.get("mixture_alpha", 1.0), "max_channels": cfg.data.get("max_channels"),
+               "unknown": (int(vocab.ids([UNKNOWN])[0]), p_unknown) if p_unknown > 0 else None}
     jepa = build(cfg, windows[0].span, cfg.seed).to(device)
     model = torch.nn.parallel.DistributedDataParallel(jepa) if ddp.world > 1 else jepa
     params = [p for p in jepa.parameters() if p.requires_grad]
@@ -259,7 +299,7 @@ def train(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None 
         step_seed = cfg.seed * 1_000_003 + step
         gen = torch.Generator().manual_seed(step_seed)  # batch and masks
         torch.manual_seed(step_seed)  # dropout etc.
-        batch = sample_batch(windows, cfg.train.batch_size, gen, ddp).to(device)
+        batch = sample_batch(windows, cfg.train.batch_size, gen, ddp, **mixture).to(device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg.train)
         with autocast:

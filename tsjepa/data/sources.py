@@ -23,6 +23,7 @@ import yaml
 from omegaconf import DictConfig
 
 from tsjepa.data.anomaly import AnomalySet, load_nab, load_smd, load_ucr
+from tsjepa.data.collection import SeriesCollection, read_long_csv
 from tsjepa.data.files import load_file
 from tsjepa.data.records import RecordSet
 from tsjepa.data.timeseries import TimeSeries
@@ -39,7 +40,7 @@ class DatasetError(RuntimeError):
 class DatasetCard:
     name: str
     file: str
-    url: str | list[str]
+    url: str | list[str] | None  # None: no public copy of these bytes (the staged corpus)
     sha256: str
     license: str
     format: str
@@ -64,7 +65,7 @@ def load_card(name: str) -> DatasetCard:
     cards = resource_dir("datasets")
     path = cards / f"{name}.yaml"
     if not path.exists():
-        known = sorted(p.stem for p in cards.glob("*.yaml"))
+        known = sorted(p.relative_to(cards).with_suffix("").as_posix() for p in cards.rglob("*.yaml"))
         raise DatasetError(f"unknown dataset {name!r}; cards exist for {known}")
     raw = yaml.safe_load(path.read_text())
     fields = DatasetCard.__dataclass_fields__
@@ -151,6 +152,10 @@ def fetch(card: DatasetCard, root: Path, timeout: float = 30.0) -> Path:
     ``card.url`` (a list of files and ``.tar.gz`` archives for a folder) if missing; checksum verified."""
     path = root / card.file
     checksum = (lambda p: tree_sha256(p, card.files)) if card.tree else sha256sum
+    if not path.exists() and card.url is None:
+        raise DatasetError(f"{card.name}: {path} is missing and the card names no download URL (the file is staged, "
+                           f"not published as is); put it there, or point data.dir / ${DATA_DIR_ENV} at a folder "
+                           "that has it")
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         urls = ", ".join([card.url] if isinstance(card.url, str) else card.url)
@@ -177,7 +182,8 @@ def fetch(card: DatasetCard, root: Path, timeout: float = 30.0) -> Path:
 
 
 def _load_wide_csv(path: Path, card: DatasetCard) -> TimeSeries:
-    frame = pd.read_csv(path, parse_dates=[card.time_column]).set_index(card.time_column)
+    dates = [] if card.time_from_rows else [card.time_column]  # row numbers replace the stamps anyway
+    frame = pd.read_csv(path, parse_dates=dates).set_index(card.time_column)
     if card.missing_value is not None:
         frame = frame.replace(card.missing_value, np.nan)
     if card.time_from_rows:  # time t = row number, in units of the card's freq
@@ -241,6 +247,7 @@ def _load_physionet(path: Path, card: DatasetCard) -> RecordSet:
 
 LOADERS = {
     "wide_csv": _load_wide_csv,
+    "long_csv": lambda path, card: read_long_csv(path, card.name),
     "physionet2012": _load_physionet,
     "smd": lambda path, card: load_smd(path, card.name, card.files),
     "nab": lambda path, card: load_nab(path, card.name, card.files),
@@ -248,14 +255,16 @@ LOADERS = {
 }
 
 
-def load_dataset(name: str, root: str | os.PathLike | None = None) -> TimeSeries | RecordSet | AnomalySet:
-    """Load dataset ``name`` (a card in ``datasets/``): a `TimeSeries`, a `RecordSet` for record data, or an
-    `AnomalySet` for a labelled anomaly benchmark."""
+def load_dataset(name: str, root: str | os.PathLike | None = None
+                 ) -> TimeSeries | RecordSet | AnomalySet | SeriesCollection:
+    """Load dataset ``name`` (a card in ``datasets/``): a `TimeSeries`, a `RecordSet` for record data, an
+    `AnomalySet` for a labelled anomaly benchmark, or a `SeriesCollection` for a long-format collection."""
     card = load_card(name)
     return LOADERS[card.format](fetch(card, data_dir(root)), card)
 
 
-def load_source(name: str, data: DictConfig) -> tuple[TimeSeries | RecordSet | AnomalySet, DatasetCard]:
+def load_source(name: str, data: DictConfig
+                ) -> tuple[TimeSeries | RecordSet | AnomalySet | SeriesCollection, DatasetCard]:
     """A dataset named in ``data.datasets`` and its card: a card in ``datasets/``, or ``file`` for the user's
     own file (``data.path``, see `tsjepa.data.files`)."""
     if name == "file":

@@ -14,10 +14,15 @@ class UnknownChannelError(KeyError):
         return str(self.args[0])
 
 
+UNKNOWN = "<unknown>"  # the shared identity of channels a vocabulary does not name (see `ChannelVocab.ids`)
+
+
 class ChannelVocab:
     """An append-only list of channel names; a name's id is its position.
 
-    ``capacity`` is the size of the model's channel-embedding table; `extend` refuses to grow past it.
+    ``capacity`` is the size of the model's channel-embedding table; `extend` refuses to grow past it. A
+    vocabulary that holds `UNKNOWN` (pretraining with ``data.unknown_channel_prob > 0`` adds it and trains its
+    embedding by presenting random channels under it) gives every name it does not know that identity.
     """
 
     def __init__(self, names: Iterable[str] = (), capacity: int = 256) -> None:
@@ -34,12 +39,15 @@ class ChannelVocab:
         return self
 
     def ids(self, names: Sequence[str], add_unknown: bool = False) -> np.ndarray:
-        """``[C]`` int64 ids of ``names``. A name not in the vocabulary raises `UnknownChannelError`, or, with
-        ``add_unknown``, is appended (its embedding row is then untrained until the encoder is fine-tuned)."""
+        """``[C]`` int64 ids of ``names``. A name not in the vocabulary gets the id of `UNKNOWN` when the
+        vocabulary has it; otherwise it raises `UnknownChannelError`, or, with ``add_unknown``, is appended
+        (its embedding row is then untrained until the encoder is fine-tuned)."""
         if add_unknown:
             self.extend(str(n) for n in names)
         index = {n: i for i, n in enumerate(self.names)}
         missing = [n for n in names if n not in index]
+        if missing and UNKNOWN in index:
+            return np.array([index.get(n, index[UNKNOWN]) for n in names], dtype=np.int64)
         if missing:
             raise UnknownChannelError(
                 f"unknown channel(s) {missing}; the model knows {self.names}. "

@@ -82,10 +82,13 @@ def metrics(pred: torch.Tensor, target: torch.Tensor, observed: torch.Tensor) ->
 
 
 def check_span(encoder: Encoder, windows: Windows, ckpt: str) -> None:
-    if abs(encoder.config.span - windows.span) > 1e-6:
+    """Windows may be shorter than the encoder's span (their earlier patches are then unobserved, e.g. the
+    104-week illness lookback under a 336-unit corpus encoder), never longer."""
+    if windows.span > encoder.config.span + 1e-6:
         raise ValueError(
-            f"checkpoint {ckpt} encodes windows of span {encoder.config.span}, but data.lookback="
-            f"{windows.lookback} gives span {windows.span}; set data.lookback to match"
+            f"checkpoint {ckpt} encodes windows of span up to {encoder.config.span}, but data.lookback="
+            f"{windows.lookback} gives span {windows.span}; set data.lookback to at most "
+            f"{int(encoder.config.span // windows.dt)}"
         )
 
 
