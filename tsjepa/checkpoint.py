@@ -26,6 +26,7 @@ from tsjepa.atomic import replace_dir
 from tsjepa.data.vocab import ChannelVocab
 from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig
 
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"  # encoders shipped in the package, by name
 FORMAT = "tsjepa-checkpoint"
 VERSION = 1
 OWN_FILES = {"config.json", "model.safetensors", "optimizer.safetensors", "optimizer.json"}
@@ -120,10 +121,27 @@ def check_replaceable(path: Path) -> None:
         raise CheckpointError(f"{path} is not a tsjepa checkpoint, so it is not replaced: {err}") from err
 
 
+def shipped_names() -> list[str]:
+    """Names of the encoders shipped with tsjepa (`from_pretrained` loads them by name)."""
+    if not PRETRAINED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint directory, or the name of a shipped encoder (e.g. ``"tsjepa-base-corpus"``) when no such
+    directory exists."""
+    candidate = Path(path).expanduser()
+    if not candidate.exists() and str(path) in shipped_names():
+        return PRETRAINED_DIR / str(path)
+    return candidate
+
+
 def read_config(path: str | os.PathLike) -> dict:
-    path = Path(path)
+    path = resolve_checkpoint(path)
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist (shipped encoders, loadable by name: "
+                              f"{shipped_names()})")
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path} is not a tsjepa checkpoint: no config.json")
     try:
@@ -185,9 +203,10 @@ def section(config: dict, key: str, cls: type, path: Path):
 
 
 def from_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Pretrained:
-    """Load the encoder (and the predictor, if saved) of a checkpoint directory. Its config is validated
-    strictly (`section`); the weights must match it exactly."""
-    path = Path(path)
+    """Load the encoder (and the predictor, if saved) of a checkpoint directory, or of a shipped encoder by
+    name (`shipped_names`). Its config is validated strictly (`section`); the weights must match it exactly
+    (half-precision weights, as shipped, load into fp32 modules)."""
+    path = resolve_checkpoint(path)
     config = read_config(path)
     encoder_config = section(config, "encoder", EncoderConfig, path)
     predictor_config = section(config, "predictor", PredictorConfig, path) if config.get("predictor") else None
@@ -218,3 +237,15 @@ def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def export_pretrained(source: str | os.PathLike, target: str | os.PathLike, dtype: torch.dtype = torch.float16
+                      ) -> Path:
+    """Write the encoder and predictor of checkpoint ``source`` to ``target`` for shipping: weights in
+    ``dtype`` (half the size in fp16), no optimizer, projector or EMA state, the pretraining config kept."""
+    pretrained = from_pretrained(source)
+    own = {"format", "version", "encoder", "predictor", "channels", "step"}
+    extra = {k: v for k, v in pretrained.config.items() if k not in own} | {"dtype": str(dtype).removeprefix("torch.")}
+    return save_pretrained(target, pretrained.encoder.to(dtype), pretrained.vocab,
+                           None if pretrained.predictor is None else pretrained.predictor.to(dtype),
+                           step=pretrained.step, extra=extra)

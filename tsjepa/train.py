@@ -172,8 +172,8 @@ def restore(jepa: JEPA, optimizer: torch.optim.Optimizer, path: Path) -> int:
 
 PRECISIONS = ("fp32", "bf16")
 # keys that may differ when a run resumes: a longer schedule, logging, where data and compute come from
-RESUMABLE = ("train.steps", "train.log_every", "train.ckpt_every", "train.diagnostic_tokens", "train.resume",
-             "train.device", "data.dir")
+RESUMABLE = ("train.steps", "train.log_every", "train.ckpt_every", "train.keep_every", "train.diagnostic_tokens",
+             "train.resume", "train.device", "data.dir")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -189,6 +189,7 @@ def check_config(cfg: DictConfig) -> None:
         "train.grad_clip": (t.grad_clip, t.grad_clip > 0, "> 0"),
         "train.log_every": (t.log_every, t.log_every >= 1, ">= 1"),
         "train.ckpt_every": (t.ckpt_every, t.ckpt_every >= 1, ">= 1"),
+        "train.keep_every": (t.get("keep_every", 0), t.get("keep_every", 0) >= 0, ">= 0 (0: keep none)"),
         "train.diagnostic_tokens": (t.diagnostic_tokens, t.diagnostic_tokens >= 4, ">= 4"),
         "train.precision": (t.precision, t.precision in PRECISIONS, f"one of {PRECISIONS}"),
         "data.lookback": (cfg.data.lookback, cfg.data.lookback is None or cfg.data.lookback >= 1,
@@ -291,7 +292,11 @@ def train(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None 
         if ddp.main:
             save_pretrained(last, jepa.encoder, vocab, jepa.predictor, jepa.training_modules(), optimizer, at,
                             extra)
+            if keep_every and at % keep_every == 0:  # a kept snapshot for step curves (no optimizer state)
+                save_pretrained(last.with_name(f"step-{at}"), jepa.encoder, vocab, jepa.predictor, step=at,
+                                extra=extra)
 
+    keep_every = cfg.train.get("keep_every", 0)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
     progress = tqdm(range(step, cfg.train.steps), initial=step, total=cfg.train.steps, disable=not ddp.main,
                     desc="pretrain", dynamic_ncols=True)
@@ -323,7 +328,8 @@ def train(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None 
                 log.write(json.dumps(metrics) + "\n")
             if logger is not None:
                 logger.log(metrics, step=step + 1)
-        if (step + 1) % cfg.train.ckpt_every == 0 or step + 1 == cfg.train.steps:
+        if (step + 1) % cfg.train.ckpt_every == 0 or step + 1 == cfg.train.steps or (
+                keep_every and (step + 1) % keep_every == 0):
             checkpoint(step + 1)
     if logger is not None:
         logger.finish()
