@@ -1,0 +1,192 @@
+"""Transfer of the corpus encoder to datasets it never saw (issue "A foundation checkpoint"):
+``python eval/transfer.py [stage] [--targets etth1 ...]``.
+
+For each target dataset the same forecast protocol (``python -m tsjepa.eval forecast``: frozen encoder +
+ridge probe per horizon, every val and test window, heads fit on the last 5%, 10% or 100% of the train
+windows) scores:
+
+- ``tsjepa`` / ``corpus``: the shipped ``tsjepa-base-corpus`` encoder (fp16 weights, pretrained on
+  ``data=corpus``, none of the targets in it); the target's channels get its shared ``<unknown>`` identity;
+- ``tsjepa`` / ``<target>``: the same recipe (proj-axes objective) pretrained on the target's own train split
+  (300 steps, the base schedule), into ``runs/transfer/<target>/own-s0``;
+- ``random-init``: the corpus architecture with random weights, and the raw baselines (linear, dlinear,
+  seasonal-naive), from the corpus checkpoint's evaluation.
+
+Stages: ``own`` pretrains the same-dataset encoders, ``score`` runs the evaluations (resumable: a result newer
+than its checkpoint is kept), ``collect`` writes ``eval/results/transfer/<target>.{json,md,png}``; ``steps``
+scores the corpus run's step snapshots on ``--targets`` at full labels and writes
+``eval/results/transfer/scaling.{json,md,png}``. Single pretraining seed (0) throughout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from tsjepa.checkpoint import resolve_checkpoint  # noqa: E402
+from tsjepa.results import save_figure, write_results  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "runs" / "transfer"
+CORPUS = "tsjepa-base-corpus"
+CORPUS_RUN = ROOT / "runs" / "corpus-base-cpu-s0" / "checkpoints"
+RECIPE = ["model.objective.projector=[512,512,64]", "model.objective.sigreg_on=axes"]  # the corpus objective
+TARGETS = ("etth1", "ettm1", "weather", "exchange_rate", "illness")
+FRACTIONS = "[0.05,0.1,1.0]"
+# own-dataset encoders the objective study already trained with this recipe (same steps, seed 0)
+STUDY = {t: ROOT / "runs" / "objective-study" / t / "proj-axes-s0" for t in ("etth1", "weather")}
+
+
+def run(cmd: list[str]) -> None:
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+
+
+def own_run(target: str) -> Path:
+    return STUDY.get(target, RUNS / target / "own-s0")
+
+
+def pretrain_own(target: str) -> None:
+    if target not in STUDY:
+        run([sys.executable, "-m", "tsjepa.train", f"data={target}", f"run_dir={own_run(target)}", *RECIPE])
+
+
+def result(target: str, which: str) -> Path:
+    return RUNS / target / f"eval-{which}" / "forecast" / f"{target}.json"
+
+
+def score(target: str) -> None:
+    for which, ckpt, twin in (("corpus", resolve_checkpoint(CORPUS), "true"),
+                              ("own", own_run(target) / "checkpoints" / "last", "false")):
+        path = result(target, which)
+        if path.exists() and path.stat().st_mtime > (ckpt / "config.json").stat().st_mtime:
+            continue
+        run([sys.executable, "-m", "tsjepa.eval", "forecast", f"data={target}", f"ckpt={ckpt}",
+             f"eval.train_fractions={FRACTIONS}", f"eval.random_baseline={twin}", f"out_dir={path.parents[1]}"])
+
+
+def collect(target: str, out_dir: str) -> Path | None:
+    """The target's table: corpus and own encoders, the random-init twin and baselines, at each label share."""
+    if not all(result(target, w).exists() for w in ("corpus", "own")):
+        return None
+    records = {w: json.loads(result(target, w).read_text()) for w in ("corpus", "own")}
+    rows = []
+    for which, record in records.items():
+        for r in record["rows"]:
+            if which == "own" and r["model"] != "tsjepa":
+                continue  # twin and baselines come from the corpus evaluation (same windows)
+            pretraining = {"tsjepa": CORPUS if which == "corpus" else f"{target} (own)"}.get(r["model"], "-")
+            rows.append({"model": r["model"], "pretraining": pretraining, **{k: v for k, v in r.items() if k != "model"}})
+    rows.sort(key=lambda r: (r["train_fraction"], str(r["horizon"]) != "avg", str(r["horizon"])))
+    device = records["corpus"]["device"]
+    out = write_results(
+        out_dir, "transfer", target, rows, seed=0, device=device,
+        wall_s=sum(r["wall_s"] for r in records.values()),
+        extra={"evaluations": {w: {"command": r["command"], "commit": r["commit"], "wall_s": r["wall_s"]}
+                               for w, r in records.items()}},
+        notes=(f"`tsjepa` / `{CORPUS}`: the shipped corpus encoder (never saw {target}; its channels take the "
+               "shared `<unknown>` identity). `tsjepa` / `(own)`: the same objective pretrained on the target's "
+               "train split (300 steps). `random-init`: the corpus architecture with random weights. Frozen "
+               "encoder + ridge probe per horizon (penalty chosen on val), all val and test windows; "
+               "`train_fraction`: heads and baselines fit on the most recent share of the train windows. "
+               "Single pretraining seed (0)."))
+    plot(rows, out.with_suffix(".png"), target, device)
+    return out
+
+
+def plot(rows: list[dict], path: Path, target: str, device: str) -> None:
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    curves = [("tsjepa", CORPUS), ("tsjepa", f"{target} (own)"), ("random-init", "-"), ("linear", "-")]
+    for model, pretraining in curves:
+        mine = sorted((r for r in rows if r["model"] == model and r["pretraining"] == pretraining
+                       and r["horizon"] == "avg"), key=lambda r: r["train_fraction"])
+        label = model if pretraining == "-" else f"{model} ({pretraining})"
+        ax.plot([r["train_fraction"] for r in mine], [r["mse"] for r in mine], marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("share of train windows the heads are fit on")
+    ax.set_ylabel("test MSE, avg over horizons")
+    ax.set_title(f"Transfer to {target} (single seed; {device})", fontsize=10)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def snapshots() -> dict[int, Path]:
+    """Step -> corpus snapshot (``checkpoints/step-<N>``; the final one is the run's ``last``)."""
+    found = {int(p.name.removeprefix("step-")): p for p in CORPUS_RUN.glob("step-*")}
+    return dict(sorted(found.items()))
+
+
+def scaling(targets: list[str], out_dir: str) -> Path:
+    """Transfer MSE (full labels, probe) of each corpus snapshot on ``targets``."""
+    rows, device = [], "none"
+    for target in targets:
+        for step, ckpt in snapshots().items():
+            path = RUNS / target / f"eval-step-{step}" / "forecast" / f"{target}.json"
+            if not path.exists():
+                run([sys.executable, "-m", "tsjepa.eval", "forecast", f"data={target}", f"ckpt={ckpt}",
+                     "eval.random_baseline=false", f"out_dir={path.parents[1]}"])
+            record = json.loads(path.read_text())
+            device = record["device"]
+            avg = next(r for r in record["rows"] if r["model"] == "tsjepa" and r["horizon"] == "avg")
+            rows.append({"model": "tsjepa", "mode": "probe", "horizon": "avg", "dataset": target, "steps": step,
+                         "corpus_share": 1.0, "val_mse": avg["val_mse"], "mse": avg["mse"], "mae": avg["mae"],
+                         "n_seeds": 1, "n_windows": avg["n_windows"]})
+        twin = json.loads(result(target, "corpus").read_text()) if result(target, "corpus").exists() else None
+        for r in (twin or {}).get("rows", []):
+            if r["model"] in ("random-init", "linear") and r["horizon"] == "avg" and r["train_fraction"] == 1.0:
+                rows.append({"model": r["model"], "mode": r["mode"], "horizon": "avg", "dataset": target,
+                             "steps": 0, "corpus_share": 0.0, "val_mse": r["val_mse"], "mse": r["mse"],
+                             "mae": r["mae"], "n_seeds": 1, "n_windows": r["n_windows"]})
+    out = write_results(out_dir, "transfer", "scaling", rows, seed=0, device=device, wall_s=0.0,
+                        notes=("Snapshots of one corpus run (`train.keep_every`, one cosine schedule over all "
+                               "steps), each probed at full labels; `random-init` and `linear` for reference."))
+    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.6), squeeze=False)
+    for ax, target in zip(axes[0], targets, strict=True):
+        mine = [r for r in rows if r["dataset"] == target and r["model"] == "tsjepa"]
+        ax.plot([r["steps"] for r in mine], [r["mse"] for r in mine], marker="o", label="tsjepa (corpus)")
+        for r in rows:
+            if r["dataset"] == target and r["model"] != "tsjepa":
+                ax.axhline(r["mse"], ls="--" if r["model"] == "random-init" else ":", color="black", lw=1,
+                           label=f"{r['model']} {r['mse']:.3f}")
+        ax.set_xlabel("corpus pretraining steps")
+        ax.set_ylabel("test MSE, avg over horizons")
+        ax.set_title(target, fontsize=10)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Transfer vs corpus pretraining steps (single seed; {device})", fontsize=10)
+    save_figure(fig, out.with_suffix(".png"))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", nargs="?", default="all", choices=["all", "own", "score", "collect", "steps"])
+    parser.add_argument("--targets", nargs="*", default=list(TARGETS), choices=list(TARGETS))
+    parser.add_argument("--out-dir", default=str(ROOT / "eval" / "results"))
+    args = parser.parse_args()
+    start = time.time()
+    if args.stage == "steps":
+        print(f"results: {scaling(args.targets, args.out_dir)}")
+        return
+    for target in args.targets:
+        if args.stage in ("all", "own"):
+            pretrain_own(target)
+        if args.stage in ("all", "score"):
+            score(target)
+        if args.stage in ("all", "collect"):
+            out = collect(target, args.out_dir)
+            print(f"{target}: {out or 'not scored yet'}")
+    print(f"{time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
