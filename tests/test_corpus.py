@@ -5,9 +5,11 @@ read datasets it never saw."""
 import numpy as np
 import pandas as pd
 import pytest
+import safetensors.torch
 import torch
 from conftest import TINY_MODEL, compose_config
 
+from tsjepa import checkpoint
 from tsjepa.checkpoint import from_pretrained
 from tsjepa.data.collection import (
     CollectionError,
@@ -20,6 +22,9 @@ from tsjepa.data.sources import DatasetError, load_card, load_dataset
 from tsjepa.data.timeseries import TimeSeries
 from tsjepa.data.vocab import UNKNOWN, ChannelVocab, UnknownChannelError
 from tsjepa.data.windows import SpanWindows
+from tsjepa.export import main
+from tsjepa.integrations.gluonts import TSJEPAEstimator
+from tsjepa.integrations.sktime import TSJEPAForecaster
 from tsjepa.train import Distributed, pretraining_windows, sample_batch, train
 
 CORPUS = compose_config("train", ["data=corpus"]).data
@@ -107,14 +112,58 @@ def test_unknown_channel_identity():
     assert 0.2 < hidden < 0.3 and set(batch.channel_ids.unique().tolist()) == {0, 1, 2, 3, 7}
 
 
-def test_corpus_pretraining_transfers_to_unseen_channels(tmp_path, shared_data):
-    subset = "[corpus/m3_monthly_train,corpus/beijing_pm25_hourly,corpus/sunspots_monthly]"
-    cfg = compose_config("train", ["data=corpus", f"data.datasets={subset}", f"run_dir={tmp_path}",
-                                   "train.steps=2", "train.batch_size=4", "train.warmup=1", *TINY_MODEL])
-    windows, vocab = pretraining_windows(cfg)
+SUBSET = "[corpus/m3_monthly_train,corpus/beijing_pm25_hourly,corpus/sunspots_monthly]"
+
+
+def tiny_corpus_config(run_dir):
+    return compose_config("train", ["data=corpus", f"data.datasets={SUBSET}", f"run_dir={run_dir}", "train.steps=2",
+                                    "train.batch_size=4", "train.warmup=1", "train.keep_every=1", *TINY_MODEL])
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory, shared_data):
+    """A tiny encoder pretrained for 2 steps on 3 corpus files (1 + 7 + 1 channels and <unknown>)."""
+    return train(tiny_corpus_config(tmp_path_factory.mktemp("corpus")))
+
+
+def test_corpus_pretraining_is_reproducible_and_keeps_snapshots(tiny_corpus, tmp_path):
+    windows, vocab = pretraining_windows(tiny_corpus_config(tmp_path))
     assert {w.span for w in windows} == {336.0} and vocab.names[-1] == UNKNOWN
-    pretrained = from_pretrained(train(cfg))
+    assert sorted(p.name for p in tiny_corpus.parent.iterdir()) == ["last", "step-1", "step-2"]
+    again = train(tiny_corpus_config(tmp_path))  # seeded by (seed, step): the same bytes
+    assert (again / "model.safetensors").read_bytes() == (tiny_corpus / "model.safetensors").read_bytes()
+
+
+def test_unseen_channels_take_the_unknown_identity(tiny_corpus, shared_data):
+    pretrained = from_pretrained(tiny_corpus)
     assert pretrained.vocab.names[-1] == UNKNOWN and len(pretrained.vocab) == 1 + 7 + 1 + 1
-    etth1 = load_dataset("etth1", shared_data)  # channels it never saw: every one gets <unknown>'s identity
+    etth1 = load_dataset("etth1", shared_data)
     ids = pretrained.vocab.ids([f"ett/{c}" for c in etth1.channels])
     assert (ids == len(pretrained.vocab) - 1).all()
+    frame = etth1.data.isel(time=slice(0, 2000)).to_pandas().asfreq("h")  # read without naming any channel
+    pred = TSJEPAForecaster(str(tiny_corpus), max_windows=64).fit(frame, fh=[1, 2, 3]).predict()
+    assert pred.shape == (3, 7) and np.isfinite(pred.to_numpy()).all()
+    estimator = TSJEPAEstimator(str(tiny_corpus), prediction_length=12, target_dim=7)
+    assert estimator.channel_ids.ids == [len(pretrained.vocab) - 1] * 7
+    assert len(estimator.pretrained.vocab) == len(pretrained.vocab)  # no untrained rows added
+
+
+def test_export_ships_half_precision_weights_loadable_by_name(tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "PRETRAINED_DIR", tmp_path)
+    main([str(tiny_corpus), str(tmp_path / "tiny-corpus")])
+    assert checkpoint.shipped_names() == ["tiny-corpus"]
+    shipped = safetensors.torch.load_file(str(tmp_path / "tiny-corpus" / "model.safetensors"))
+    assert {v.dtype for v in shipped.values()} == {torch.float16} and not any(k.startswith("projector") for k in shipped)
+    original, by_name = from_pretrained(tiny_corpus), from_pretrained("tiny-corpus")
+    assert by_name.config["dtype"] == "float16" and by_name.vocab.names == original.vocab.names
+    batch = load_windows_batch()
+    with torch.no_grad():
+        a, b = original.encoder(batch).embeddings, by_name.encoder(batch).embeddings
+    torch.testing.assert_close(b, a, atol=2e-2, rtol=2e-2)  # fp16 rounding only
+    with pytest.raises(checkpoint.CheckpointError, match=r"shipped encoders, loadable by name: \['tiny-corpus'\]"):
+        from_pretrained("no-such-encoder")
+
+
+def load_windows_batch():
+    series = TimeSeries(np.sin(np.arange(400.0))[:, None], np.arange(400.0), ["x"])
+    return SpanWindows(series, np.array([336, 400]), 336.0, 0, np.array([0])).batch(torch.arange(2))

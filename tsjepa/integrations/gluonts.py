@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from tsjepa.checkpoint import from_pretrained
 from tsjepa.data.batch import Batch
-from tsjepa.data.vocab import UnknownChannelError
+from tsjepa.data.vocab import UNKNOWN, UnknownChannelError
 from tsjepa.models import Encoder, EncoderConfig
 
 CHANNEL_IDS = "channel_ids"
@@ -91,6 +91,8 @@ class SetChannelIds(MapTransformation):
         if self.field not in data:
             raise ValueError(f"entry has no field {self.field!r} to name its channel (channel_field)")
         name = str(data[self.field])
+        if name not in self.lookup and UNKNOWN in self.lookup:  # a vocabulary with a shared unknown identity
+            name = UNKNOWN
         if name not in self.lookup:
             raise UnknownChannelError(f"unknown channel {name!r} (field {self.field!r}); the checkpoint knows "
                                       f"{sorted(self.lookup)}")
@@ -197,14 +199,16 @@ class TSJEPAEstimator(PyTorchLightningEstimator):
     """Fine-tunes a forecasting head (and optionally the encoder) on top of a pretrained tsjepa checkpoint.
 
     Args:
-        checkpoint: a tsjepa checkpoint directory (`tsjepa.from_pretrained`).
+        checkpoint: a tsjepa checkpoint directory or a shipped encoder's name (`tsjepa.from_pretrained`, e.g.
+            ``"tsjepa-base-corpus"``).
         prediction_length: forecast horizon in steps.
         context_length: steps of history fed to the encoder (default and maximum: the checkpoint's span).
         target_dim: target dimensions per entry (1: univariate ``target [T]``; else ``target [C, T]``).
         channels: checkpoint channel names of the ``target_dim`` target dimensions.
         channel_field: entry field naming each univariate series' channel (e.g. ``"item_id"``).
         add_unknown_channels: with ``channels``, append names the checkpoint does not know to its vocabulary
-            (new identity embeddings) instead of raising `UnknownChannelError`.
+            (new identity embeddings) instead of raising `UnknownChannelError`, or, for a checkpoint with a
+            shared ``<unknown>`` identity (e.g. ``"tsjepa-base-corpus"``), instead of giving them that one.
         finetune_encoder: train the encoder too (default: only the head).
         init: ``"pretrained"`` encoder weights, or ``"random"`` (the same architecture trained from scratch:
             the no-pretraining baseline).
@@ -244,7 +248,8 @@ class TSJEPAEstimator(PyTorchLightningEstimator):
             self.channel_ids = SetChannelIds(lookup={n: i for i, n in enumerate(vocab.names)}, field=channel_field)
         else:
             names = channels if channels is not None else [f"target/{i}" for i in range(target_dim)]
-            ids = vocab.ids(names, add_unknown=add_unknown_channels or channels is None)
+            # unnamed dimensions: the shared <unknown> identity when the checkpoint has one, else new rows
+            ids = vocab.ids(names, add_unknown=add_unknown_channels or (channels is None and UNKNOWN not in vocab.names))
             self.channel_ids = SetChannelIds(ids=[int(i) for i in ids])
         self.prediction_length, self.target_dim = prediction_length, target_dim
         self.finetune_encoder, self.init = finetune_encoder, init

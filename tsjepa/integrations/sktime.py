@@ -63,10 +63,12 @@ class TSJEPAForecaster(BaseForecaster):
     minimises the squared error in data units; the forecast encodes the last window of ``y``.
 
     Args:
-        checkpoint: a tsjepa checkpoint directory; None for a random-weight encoder.
+        checkpoint: a tsjepa checkpoint directory or a shipped encoder's name (e.g. ``"tsjepa-base-corpus"``); None for
+            a random-weight encoder.
         channels: column -> checkpoint channel name (default: the column names).
         add_unknown_channels: give columns the checkpoint does not know new identity embeddings instead of
-            raising `UnknownChannelError` (always, without a checkpoint).
+            raising `UnknownChannelError` (always, without a checkpoint) or, for a checkpoint with a shared
+            ``<unknown>`` identity (e.g. ``"tsjepa-base-corpus"``), instead of giving them that one.
         encoder_config: `EncoderConfig` fields of the random encoder (``checkpoint=None`` only).
         max_windows: the most training windows the head is fit on.
         random_state: seed of the random encoder.
