@@ -60,6 +60,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
               "latents (weight 1)", [PROJECTOR, f"{OBJ}.sigreg_on=axes", f"{OBJ}.reconstruction_weight=1.0"]),
     "proj-axes-ema": ("proj-axes with an EMA target encoder (0.996)", [PROJECTOR, f"{OBJ}.sigreg_on=axes",
                                                                        f"{OBJ}.ema=0.996"]),
+    "proj-axes-tail": ("proj-axes; half the target blocks at the window's end (forecast-shaped targets)",
+                       [PROJECTOR, f"{OBJ}.sigreg_on=axes", f"{OBJ}.mask_tail_prob=0.5"]),
+    "proj-axes-long": ("proj-axes pretrained 3x longer (900 steps)",
+                       [PROJECTOR, f"{OBJ}.sigreg_on=axes", "train.steps=900", "train.warmup=100"]),
 }
 
 
