@@ -1,0 +1,54 @@
+"""The objective study's bookkeeping (eval/objective_study.py): which numbers select a variant and which
+are only reported, per dataset arm."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("objective_study", ROOT / "eval" / "objective_study.py")
+study = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = study  # its dataclass looks its module up
+spec.loader.exec_module(study)
+
+
+def detection_record(metric: str, values: dict[str, float]) -> dict:
+    rows = [{"model": "tsjepa", "mode": "chi2", "series": s, metric: v} for s, v in values.items()]
+    rows += [{"model": "tsjepa", "mode": "prediction", "series": s, metric: 0.0} for s in values]  # not read
+    rows += [{"model": "pca", "mode": "baseline", "series": s, metric: v / 2} for s, v in values.items()]
+    rows.append({"model": "tsjepa", "mode": "chi2", "series": "mean", metric: -1.0})  # the harness' own mean
+    return {"rows": rows}
+
+
+def test_smd_selects_on_validation_machines_and_reports_the_others():
+    validation = dict(zip(study.SMD_VALIDATION, (0.2, 0.4, 0.6), strict=True))
+    values = validation | {"machine-2-1": 0.9, "machine-1-8": 0.7}
+    metrics = study.task_metrics("rare", detection_record("auc_pr", values), "chi2")
+    assert metrics["tsjepa"] == pytest.approx({"auc_pr": 0.8, "val_auc_pr": 0.4})
+    assert metrics["pca"] == pytest.approx({"auc_pr": 0.4, "val_auc_pr": 0.2})
+    arm = study.ARMS["smd"]
+    assert study.selection_score(arm, {"val_auc_pr": 0.4, "val_hitrate@150": 0.6}) == pytest.approx(0.5)
+
+
+def test_forecast_and_classify_arms_read_their_validation_scores():
+    forecast = {"rows": [
+        {"model": "tsjepa", "horizon": "avg", "val_mse": 1.05, "mse": 0.42, "mae": 0.43, "lookback_r2": 0.99},
+        {"model": "tsjepa", "horizon": 96, "val_mse": 0.9, "mse": 0.37, "mae": 0.4},
+        {"model": "tsjepa", "horizon": "avg", "train_fraction": 0.1, "val_mse": 2.0, "mse": 2.0, "mae": 2.0}]}
+    assert study.task_metrics("forecast", forecast, "probe") == {
+        "tsjepa": {"val_mse": 1.05, "mse": 0.42, "mae": 0.43, "lookback_r2": 0.99}}
+    assert study.selection_score(study.ARMS["etth1"], {"val_mse": 1.05}) > study.selection_score(
+        study.ARMS["etth1"], {"val_mse": 1.06})  # lower MSE selects
+    classify = {"rows": [
+        {"model": "tsjepa", "mode": "probe", "train_fraction": 1.0, "val_auroc": 0.8, "auroc": 0.81, "auc_pr": 0.4},
+        {"model": "tsjepa", "mode": "finetune", "train_fraction": 1.0, "auroc": 0.9, "auc_pr": 0.5},
+        {"model": "summary-stats", "mode": "logistic", "train_fraction": 1.0, "val_auroc": 0.83, "auroc": 0.84,
+         "auc_pr": 0.48}]}
+    assert study.task_metrics("classify", classify, "probe") == {
+        "tsjepa": {"val_auroc": 0.8, "auroc": 0.81, "auc_pr": 0.4},
+        "summary-stats/logistic": {"val_auroc": 0.83, "auroc": 0.84, "auc_pr": 0.48}}
+    assert study.ARMS["physionet2012"].folds == (0, 1, 2)
+    paths = study.checkpoints("physionet2012", "default", 1)
+    assert [p.parts[-3] for p in paths] == ["fold0", "fold1", "fold2"]
