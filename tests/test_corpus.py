@@ -15,13 +15,12 @@ from tsjepa.data.collection import (
     CollectionError,
     SeriesCollection,
     collection_windows,
-    observed_ends,
     read_long_csv,
 )
 from tsjepa.data.sources import DatasetError, load_card, load_dataset
 from tsjepa.data.timeseries import TimeSeries
 from tsjepa.data.vocab import UNKNOWN, ChannelVocab, UnknownChannelError
-from tsjepa.data.windows import SpanWindows
+from tsjepa.data.windows import SpanWindows, observed_ends
 from tsjepa.export import main
 from tsjepa.integrations.gluonts import TSJEPAEstimator
 from tsjepa.integrations.sktime import TSJEPAForecaster

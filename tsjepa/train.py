@@ -32,12 +32,12 @@ from tsjepa.checkpoint import (
 )
 from tsjepa.data.anomaly import AnomalySet
 from tsjepa.data.batch import Batch
-from tsjepa.data.collection import SeriesCollection, collection_windows, observed_ends
+from tsjepa.data.collection import SeriesCollection, collection_windows
 from tsjepa.data.records import ClippedScaler, RecordSet, RecordWindows
 from tsjepa.data.sources import DatasetCard, load_source, split_rows
 from tsjepa.data.timeseries import TimeSeries
 from tsjepa.data.vocab import UNKNOWN, ChannelVocab
-from tsjepa.data.windows import SpanWindows, Windows, fit_scaler
+from tsjepa.data.windows import SpanWindows, Windows, fit_scaler, observed_ends
 from tsjepa.device import resolve_device
 from tsjepa.diagnostics import embedding_report, patch_recoverability
 from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig

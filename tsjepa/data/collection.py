@@ -86,14 +86,3 @@ def collection_windows(collection: SeriesCollection, span: float, min_observed: 
     axis = TimeSeries(np.concatenate(values)[:, None], np.concatenate(times), collection.channels,
                       name=collection.name)
     return SpanWindows(axis, np.concatenate(ends), span, 0, np.array([channel_id])), skipped
-
-
-def observed_ends(series: TimeSeries, span: float, min_observed: int) -> np.ndarray:
-    """Row indices ``e`` (windows ``[t_e - span, t_e)``) whose window holds at least ``min_observed`` rows
-    with an observation, for pretraining on every row of a series."""
-    times = series.times
-    end_times = np.append(times[1:], times[-1] + series.interval)  # the window before row e + 1 ends there
-    starts = np.searchsorted(times, end_times - span, side="left")
-    seen = np.concatenate([[0], np.cumsum(series.observed.any(1))])
-    rows = np.arange(1, len(series) + 1)
-    return rows[seen[rows] - seen[starts] >= min_observed]
