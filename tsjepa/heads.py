@@ -14,6 +14,9 @@ from torch import Tensor
 from tsjepa.models import EncoderOutput
 
 
+CHUNK = 16384  # rows per float64 block: memory stays O(CHUNK * F) beside the features themselves
+
+
 @dataclass
 class Ridge:
     weight: Tensor  # [F, H]
@@ -21,23 +24,27 @@ class Ridge:
     alpha: float
 
     def __call__(self, x: Tensor) -> Tensor:
-        """x ``[N, F]`` -> ``[N, H]``."""
-        return x.to(self.weight.dtype) @ self.weight + self.bias
+        """x ``[N, F]`` -> ``[N, H]`` (float64, computed in blocks of rows)."""
+        return torch.cat([block.to(self.weight.dtype) @ self.weight + self.bias for block in x.split(CHUNK)])
 
 
 def fit_ridge(x: Tensor, y: Tensor, x_val: Tensor, y_val: Tensor, alphas: list[float],
               weight: Tensor | None = None, weight_val: Tensor | None = None) -> Ridge:
     """Least squares ``[N, F] -> [N, H]`` with an intercept and penalty ``alpha * trace(G)/F * |W|^2``
     (scale-free), for each alpha; keeps the one with the lowest validation MSE. Rows may carry weights
-    (``[N]``, ``[N_val]``; uniform when None) in both the fit and the validation error. Float64 throughout."""
+    (``[N]``, ``[N_val]``; uniform when None) in both the fit and the validation error. Float64 throughout,
+    accumulated over blocks of rows (no float64 copy of ``x``)."""
     w = torch.ones(len(x), dtype=torch.float64) if weight is None else weight.double()
     w_val = torch.ones(len(x_val), dtype=torch.float64) if weight_val is None else weight_val.double()
     w, w_val = w / w.sum(), w_val / w_val.sum()
-    xs = x.to(torch.float64, copy=True)  # one working copy: centred, then rows scaled by sqrt(weight)
-    x_mean, y_mean = w @ xs, w @ y.double()
-    xs.sub_(x_mean).mul_(w.sqrt()[:, None])
-    gram = xs.T @ xs
-    cross = xs.T @ ((y.double() - y_mean) * w.sqrt()[:, None])
+    x_mean = sum(wb @ xb.double() for wb, xb in zip(w.split(CHUNK), x.split(CHUNK), strict=True))
+    y_mean = w @ y.double()
+    gram = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64)
+    cross = torch.zeros(x.shape[1], y.shape[1], dtype=torch.float64)
+    for wb, xb, yb in zip(w.sqrt().split(CHUNK), x.split(CHUNK), y.split(CHUNK), strict=True):
+        xc = (xb.double() - x_mean) * wb[:, None]  # centred rows scaled by sqrt(weight)
+        gram += xc.T @ xc
+        cross += xc.T @ ((yb.double() - y_mean) * wb[:, None])
     scale = gram.diagonal().mean()
     best = None
     for alpha in alphas:
