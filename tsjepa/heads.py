@@ -13,7 +13,6 @@ from torch import Tensor
 
 from tsjepa.models import EncoderOutput
 
-
 CHUNK = 16384  # rows per float64 block: memory stays O(CHUNK * F) beside the features themselves
 
 
