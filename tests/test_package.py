@@ -62,6 +62,8 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path, shared_data):
     names = zipfile.ZipFile(wheel).namelist()
     assert "tsjepa/configs/train.yaml" in names and "tsjepa/configs/data/file.yaml" in names
     assert "tsjepa/datasets/etth1.yaml" in names and "tsjepa/heads.py" in names
+    assert "tsjepa/pretrained/tsjepa-base-corpus/model.safetensors" in names
+    assert "tsjepa/datasets/corpus/m4_hourly_train.yaml" in names
     venv = tmp_path / "venv"  # the stack comes from this interpreter's site-packages; tsjepa only from the wheel
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
     python = str(venv / "bin" / "python")
@@ -71,6 +73,10 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path, shared_data):
     located = subprocess.run([python, "-c", "import tsjepa.resources as r; print(r.resource_dir('configs'))"],
                              cwd=work, capture_output=True, text=True, check=True).stdout.strip()
     assert located.startswith(str(venv)) and located.endswith("tsjepa/configs")
+    shipped = subprocess.run([python, "-c", "import tsjepa; m = tsjepa.from_pretrained('tsjepa-base-corpus'); "
+                              "print(m.step, tsjepa.checkpoint.PRETRAINED_DIR)"],
+                             cwd=work, capture_output=True, text=True, check=True).stdout.split()
+    assert shipped[0] == "2000" and shipped[1].startswith(str(venv))  # by name, from the wheel
     train, evaluate = [c.replace("/path/to/datasets", str(shared_data)) for c in commands[-2:]]
     run(train, work, python, TINY)
     run(evaluate, work, python, ["eval.horizons=[96]", "eval.plot_windows=1"])

@@ -15,10 +15,9 @@ def section_code() -> str:
     return "\n".join(re.findall(r"```python\n(.*?)```", section, flags=re.S))
 
 
-def test_readme_library_examples_run(pretrained, tmp_path, shared_data, monkeypatch):
+def test_readme_library_examples_run(tmp_path, shared_data, monkeypatch):
     code = section_code()
-    assert code.count('"runs/etth1-base-cpu-s0/checkpoints/last"') == 1 and "/tmp/" in code
-    code = code.replace('"runs/etth1-base-cpu-s0/checkpoints/last"', repr(str(pretrained)))
+    assert 'ckpt = "tsjepa-base-corpus"' in code and "/tmp/" in code  # the shipped encoder, as written
     code = code.replace('"/tmp/', f'"{tmp_path}/')
     monkeypatch.setenv("TSJEPA_DATA_DIR", str(shared_data))
     scope: dict = {}
@@ -26,6 +25,6 @@ def test_readme_library_examples_run(pretrained, tmp_path, shared_data, monkeypa
     assert isinstance(scope["emb"], xr.Dataset) and scope["per_window"].dims == ("time", "feature")
     assert {"MASE", "mean_wQuantileLoss", "MSE"} <= set(scope["metrics"])
     assert scope["y_pred"].shape == (48, 7) and isinstance(scope["y_pred"], pd.DataFrame)
-    assert scope["features"].shape == (1, 32)
+    assert scope["features"].shape == (1, 128)
     assert (tmp_path / "etth1-encoder" / "model.safetensors").exists()
     assert (tmp_path / "etth1-predictor" / "prediction-net-state.pt").exists()
