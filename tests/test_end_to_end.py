@@ -4,13 +4,17 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY_MODEL, compose_config, train_config
 from safetensors.torch import load_file
 
 import tsjepa.train as train_module
-from tsjepa.checkpoint import CheckpointError
+from tsjepa.checkpoint import CheckpointError, from_pretrained
+from tsjepa.data.sources import load_dataset
+from tsjepa.data.windows import Windows
+from tsjepa.encoding import encode_windows
 from tsjepa.eval import forecast
 
 
@@ -68,10 +72,16 @@ def test_frozen_encoder_forecast_eval(pretrained, tmp_path):
     assert path.with_suffix(".png").stat().st_size > 10_000
 
 
-def test_eval_refuses_mismatched_lookback_and_missing_checkpoint(pretrained, tmp_path):
+def test_eval_refuses_too_long_lookback_and_missing_checkpoint(pretrained, tmp_path):
     cfg = compose_config("eval", ["eval=forecast", f"ckpt={pretrained}", "data.lookback=512", f"out_dir={tmp_path}"])
-    with pytest.raises(ValueError, match="span 336.0.*data.lookback=512"):
+    with pytest.raises(ValueError, match="span up to 336.0.*data.lookback=512.*at most 336"):
         forecast.run(cfg)
+    encoder = from_pretrained(pretrained).encoder  # a shorter window is read with its first patches unobserved
+    series = load_dataset("etth1")
+    short = Windows(series, (0, 2000), 104, 24, np.arange(7))
+    forecast.check_span(encoder, short, str(pretrained))
+    out = encode_windows(encoder, short, torch.arange(4), 4, torch.device("cpu"))
+    assert out.patch_observed[:, :, :14].sum() == 0 and out.patch_observed[:, :, 15:].all()
     cfg = compose_config("eval", ["eval=forecast", f"ckpt={tmp_path / 'none'}", f"out_dir={tmp_path}"])
     with pytest.raises(CheckpointError, match="does not exist"):
         forecast.run(cfg)
