@@ -127,8 +127,7 @@ class SpanWindows:
         values = series.values if scaler is None else scaler.transform(series.values)
         self.values = torch.from_numpy(np.ascontiguousarray(values.T, dtype=np.float32))  # [C, T]
         times = series.times
-        self.end_times = np.append(times, times[-1] + series.interval)[ends]  # [N] float64
-        self.starts = np.searchsorted(times, self.end_times - span, side="left")  # first row inside
+        self.end_times, self.starts = span_bounds(series, ends, span)  # [N] float64, [N] first row inside
         self.times, self.ends = times, ends
         self.span, self.horizon = float(span), horizon
         self.channel_ids = torch.as_tensor(channel_ids, dtype=torch.long)
@@ -153,12 +152,18 @@ class SpanWindows:
 def observed_ends(series: TimeSeries, span: float, min_observed: int) -> np.ndarray:
     """Row indices ``e`` (windows ``[t_e - span, t_e)``) whose window holds at least ``min_observed`` rows
     with an observation, for pretraining on every row of a series."""
-    times = series.times
-    end_times = np.append(times[1:], times[-1] + series.interval)  # the window before row e + 1 ends there
-    starts = np.searchsorted(times, end_times - span, side="left")
-    seen = np.concatenate([[0], np.cumsum(series.observed.any(1))])
     rows = np.arange(1, len(series) + 1)
+    _, starts = span_bounds(series, rows, span)
+    seen = np.concatenate([[0], np.cumsum(series.observed.any(1))])
     return rows[seen[rows] - seen[starts] >= min_observed]
+
+
+def span_bounds(series: TimeSeries, ends: np.ndarray, span: float) -> tuple[np.ndarray, np.ndarray]:
+    """For windows of duration ``span`` ending at rows ``ends`` ``[N]``: their end times (the time of row
+    ``e``, or one sampling interval after the last row when ``e == len(series)``) and their first rows."""
+    times = series.times
+    end_times = np.append(times, times[-1] + series.interval)[ends]
+    return end_times, np.searchsorted(times, end_times - span, side="left")
 
 
 def drop_observations(series: TimeSeries, fraction: float, seed: int) -> np.ndarray:
