@@ -155,12 +155,26 @@ def test_export_ships_half_precision_weights_loadable_by_name(tiny_corpus, tmp_p
     assert {v.dtype for v in shipped.values()} == {torch.float16} and not any(k.startswith("projector") for k in shipped)
     original, by_name = from_pretrained(tiny_corpus), from_pretrained("tiny-corpus")
     assert by_name.config["dtype"] == "float16" and by_name.vocab.names == original.vocab.names
+    rows = len(original.vocab)  # unseen channels read <unknown>: the tables keep only the vocabulary's rows
+    assert by_name.encoder.config.channel_capacity == by_name.vocab.capacity == rows < original.vocab.capacity
+    assert shipped["predictor.channel_embedding.weight"].shape[0] == rows
+    torch.testing.assert_close(shipped["encoder.channel_embedding.weight"].float(),
+                               original.encoder.channel_embedding.weight[:rows].half().float(), atol=0, rtol=0)
     batch = load_windows_batch()
     with torch.no_grad():
         a, b = original.encoder(batch).embeddings, by_name.encoder(batch).embeddings
     torch.testing.assert_close(b, a, atol=2e-2, rtol=2e-2)  # fp16 rounding only
     with pytest.raises(checkpoint.CheckpointError, match=r"shipped encoders, loadable by name: \['tiny-corpus'\]"):
         from_pretrained("no-such-encoder")
+
+
+def test_export_keeps_channel_rows_for_new_channels_without_unknown(pretrained, tmp_path):
+    """A checkpoint without <unknown> gives new channels rows of their own, so its capacity is kept."""
+    original = from_pretrained(pretrained)
+    assert UNKNOWN not in original.vocab.names
+    main([str(pretrained), str(tmp_path / "exported")])
+    exported = from_pretrained(tmp_path / "exported")
+    assert exported.encoder.config.channel_capacity == exported.vocab.capacity == original.vocab.capacity
 
 
 def load_windows_batch():

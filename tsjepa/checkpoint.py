@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tsjepa.atomic import replace_dir
-from tsjepa.data.vocab import ChannelVocab
+from tsjepa.data.vocab import UNKNOWN, ChannelVocab
 from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"  # encoders shipped in the package, by name
@@ -242,10 +242,27 @@ def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
 def export_pretrained(source: str | os.PathLike, target: str | os.PathLike, dtype: torch.dtype = torch.float16
                       ) -> Path:
     """Write the encoder and predictor of checkpoint ``source`` to ``target`` for shipping: weights in
-    ``dtype`` (half the size in fp16), no optimizer, projector or EMA state, the pretraining config kept."""
+    ``dtype`` (half the size in fp16), no optimizer, projector or EMA state, the pretraining config kept.
+    When the vocabulary has the shared ``<unknown>`` identity, which every channel the encoder does not know
+    receives, the channel-identity tables keep only the vocabulary's rows (capacity = ``len(vocab)``): no
+    channel ever reads the untrained rows past them. Without it the capacity stays, so new channels can still
+    get rows of their own."""
     pretrained = from_pretrained(source)
+    rows = len(pretrained.vocab) if UNKNOWN in pretrained.vocab.names else pretrained.vocab.capacity
+    encoder = Encoder(replace(pretrained.encoder.config, channel_capacity=rows))
+    encoder.load_state_dict(trimmed(pretrained.encoder.state_dict(), rows))
+    predictor = None
+    if pretrained.predictor is not None:
+        predictor = Predictor(pretrained.predictor.config, encoder.config.d_model, rows)
+        predictor.load_state_dict(trimmed(pretrained.predictor.state_dict(), rows))
+        predictor = predictor.to(dtype)
     own = {"format", "version", "encoder", "predictor", "channels", "step"}
     extra = {k: v for k, v in pretrained.config.items() if k not in own} | {"dtype": str(dtype).removeprefix("torch.")}
-    return save_pretrained(target, pretrained.encoder.to(dtype), pretrained.vocab,
-                           None if pretrained.predictor is None else pretrained.predictor.to(dtype),
+    return save_pretrained(target, encoder.to(dtype), ChannelVocab(pretrained.vocab.names, rows), predictor,
                            step=pretrained.step, extra=extra)
+
+
+def trimmed(state: dict[str, torch.Tensor], rows: int) -> dict[str, torch.Tensor]:
+    """A module's state with its channel-identity table cut to the first ``rows`` rows (ids are assigned in
+    order, so these are every vocabulary channel's rows)."""
+    return {k: v[:rows] if k == "channel_embedding.weight" else v for k, v in state.items()}
