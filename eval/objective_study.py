@@ -188,45 +188,61 @@ def selection_score(arm: Arm, row: dict) -> float:
     return -score if arm.lower_is_better else score
 
 
-def collect(data: str) -> tuple[list[dict], dict, str]:
+def collect(data: str, prior: dict | None = None) -> tuple[list[dict], dict, dict, str]:
     """One row per variant (mean ± std over its scored seeds), the random-init twin and the raw baselines;
-    the variant with the best validation score is marked ``selected``."""
+    the variant with the best validation score is marked ``selected``. A seed's metrics come from its
+    evaluation under ``runs/`` or, when that is gone, from the ``per_seed`` record of the committed table
+    (``prior``), so a study grows across machines that do not keep ``runs/``. Returns the rows, the variants'
+    provenance, the per-seed metrics and the device."""
     arm = ARMS[data]
-    rows, runs, device = [], {}, "none"
-    twins, baselines = {}, {}
-    labels = {"mode": arm.mode, "horizon": "avg" if arm.tasks == ("forecast",) else None}
+    prior = prior or {}
+    per_seed = {name: dict(seeds) for name, seeds in prior.get("per_seed", {}).items()}
+    runs = {name: dict(info) for name, info in prior.get("variants", {}).items()}
+    device = prior.get("device", "none")
     for name, (what, overrides) in VARIANTS.items():
-        scored = {}
         for folder in sorted(run_dir(data, name, 0).parent.glob(f"{name}-s*")):
             seed = int(folder.name.rsplit("-s", 1)[1])
             found = metrics_of(data, name, seed)
-            if found is not None:
-                scored[seed] = found
-        if not scored:
-            continue
-        records = {seed: recs for seed, (_, recs) in scored.items()}
-        device = next(iter(next(iter(records.values())).values()))["device"]
-        rows.append(over_seeds({s: m["tsjepa"] for s, (m, _) in scored.items()},
-                               {"model": "tsjepa", "variant": name, **labels}))
-        runs[name] = {"what": what, "overrides": overrides, "seeds": sorted(scored),
-                      "eval_commands": {s: [r["command"] for r in recs.values()] for s, recs in records.items()},
-                      "eval_commits": {s: [r["commit"] for r in recs.values()] for s, recs in records.items()},
-                      "eval_wall_s": {s: round(sum(r["wall_s"] for r in recs.values()), 1)
-                                      for s, recs in records.items()},
-                      "pretrain_wall_s": {s: pretrain_seconds(data, name, s) for s in scored}}
-        if name == "default":
-            twins = {s: m["random-init"] for s, (m, _) in scored.items() if "random-init" in m}
-            baselines = {k: v for k, v in next(iter(scored.values()))[0].items() if k not in ("tsjepa", "random-init")}
+            if found is None:
+                continue
+            if name in runs and name not in per_seed:
+                raise SystemExit(f"{data}/{name}: the committed row averages seeds whose per-seed metrics were not "
+                                 f"recorded; re-score all of its seeds under runs/ before adding seed {seed}")
+            metrics, records = found
+            device = next(iter(records.values()))["device"]
+            per_seed.setdefault(name, {})[str(seed)] = metrics
+            info = runs.setdefault(name, {})
+            info |= {"what": what, "overrides": overrides}
+            for key, value in (("eval_commands", [r["command"] for r in records.values()]),
+                               ("eval_commits", [r["commit"] for r in records.values()]),
+                               ("eval_wall_s", round(sum(r["wall_s"] for r in records.values()), 1)),
+                               ("pretrain_wall_s", pretrain_seconds(data, name, seed))):
+                info[key] = {**info.get(key, {}), str(seed): value}
+            info["seeds"] = sorted(int(s) for s in per_seed[name])
+    labels = {"mode": arm.mode, "horizon": "avg" if arm.tasks == ("forecast",) else None}
+    carried = {(r["model"], r["variant"]): r for r in prior.get("rows", [])}  # rows without per-seed metrics
+    rows = []
+    for name in VARIANTS:
+        if name in per_seed:
+            rows.append(over_seeds({s: m["tsjepa"] for s, m in per_seed[name].items()},
+                                   {"model": "tsjepa", "variant": name, **labels}))
+        elif ("tsjepa", name) in carried:
+            rows.append(dict(carried["tsjepa", name]))
     if rows:
         best = max(rows, key=lambda r: selection_score(arm, r))
         for row in rows:
             row["selected"] = row is best
+    default = per_seed.get("default", {})
+    twins = {s: m["random-init"] for s, m in default.items() if "random-init" in m}
     if twins:
         rows.append(over_seeds(twins, {"model": "random-init", "variant": "-", **labels}))
+    baselines = {k: v for k, v in next(iter(default.values()), {}).items() if k not in ("tsjepa", "random-init")}
     for model, values in baselines.items():
         rows.append({"model": model, "variant": "-", "mode": "baseline", "horizon": labels["horizon"], **values,
                      "n_seeds": 1})
-    return rows, runs, device
+    if not default:
+        rows += [dict(r) for (model, _), r in carried.items() if model != "tsjepa"]
+    return rows, runs, per_seed, device
 
 
 def pretrain_seconds(data: str, name: str, seed: int) -> float | None:
@@ -301,13 +317,14 @@ def main() -> None:
                 score(args.data, name, seed)
     if args.stage == "pretrain":
         return
-    rows, runs, device = collect(args.data)
+    committed = Path(args.out_dir) / "objective-study" / f"{args.data}.json"
+    rows, runs, per_seed, device = collect(args.data, json.loads(committed.read_text()) if committed.exists() else None)
     if not rows:
         raise SystemExit("no scored variant to collect")
     arm = ARMS[args.data]
     out = write_results(
         args.out_dir, "objective-study", args.data, rows, seed=args.seeds, device=device,
-        wall_s=time.time() - start, extra={"variants": runs, "select": list(arm.select)},
+        wall_s=time.time() - start, extra={"variants": runs, "select": list(arm.select), "per_seed": per_seed},
         notes=("Each variant = the dataset's default recipe with the overrides in the JSON (`variants`), "
                + NOTES["smd" if args.data == "smd" else arm.tasks[0]] + " Metrics: mean over the variant's "
                "seeds (`*_std`: sample std, present with more than one seed). `selected`: the best validation "

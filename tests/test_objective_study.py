@@ -2,6 +2,8 @@
 are only reported, per dataset arm."""
 
 import importlib.util
+import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -52,3 +54,36 @@ def test_forecast_and_classify_arms_read_their_validation_scores():
     assert study.ARMS["physionet2012"].folds == (0, 1, 2)
     paths = study.checkpoints("physionet2012", "default", 1)
     assert [p.parts[-3] for p in paths] == ["fold0", "fold1", "fold2"]
+
+
+def forecast_eval(tmp_path: Path, name: str, seed: int, models: dict[str, float]) -> None:
+    path = tmp_path / "runs" / "objective-study" / "etth1" / f"{name}-s{seed}" / "eval" / "forecast" / "etth1.json"
+    path.parent.mkdir(parents=True)
+    rows = [{"model": m, "horizon": "avg", "val_mse": v, "mse": v / 2, "mae": v / 3} for m, v in models.items()]
+    path.write_text(json.dumps({"rows": rows, "device": "cpu", "command": "c", "commit": "x", "wall_s": 1.0}))
+
+
+def test_study_grows_from_committed_per_seed_metrics_when_runs_are_gone(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "ROOT", tmp_path)
+    forecast_eval(tmp_path, "default", 0, {"tsjepa": 1.06, "random-init": 1.05, "linear": 1.04})
+    forecast_eval(tmp_path, "proj-axes", 0, {"tsjepa": 1.04})
+    rows, runs, per_seed, _ = study.collect("etth1")
+    committed = {"rows": rows, "variants": runs, "per_seed": json.loads(json.dumps(per_seed)), "device": "cpu"}
+    shutil.rmtree(tmp_path / "runs")  # a new machine: only the committed table is left
+    forecast_eval(tmp_path, "proj-axes", 1, {"tsjepa": 1.02})
+    rows, runs, per_seed, _ = study.collect("etth1", committed)
+    by_model = {(r["model"], r["variant"]): r for r in rows}
+    assert by_model["tsjepa", "proj-axes"]["n_seeds"] == 2 and runs["proj-axes"]["seeds"] == [0, 1]
+    assert by_model["tsjepa", "proj-axes"]["val_mse"] == pytest.approx(1.03)
+    assert by_model["tsjepa", "proj-axes"]["val_mse_std"] == pytest.approx(0.02 ** 0.5 / 10)
+    assert by_model["tsjepa", "proj-axes"]["selected"] and not by_model["tsjepa", "default"]["selected"]
+    assert by_model["random-init", "-"]["val_mse"] == 1.05 and by_model["linear", "-"]["val_mse"] == 1.04
+
+
+def test_study_refuses_to_mix_new_seeds_into_a_row_without_per_seed_metrics(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "ROOT", tmp_path)
+    forecast_eval(tmp_path, "default", 3, {"tsjepa": 1.06})
+    legacy = {"rows": [{"model": "tsjepa", "variant": "default", "val_mse": 1.0, "n_seeds": 3}],
+              "variants": {"default": {"seeds": [0, 1, 2]}}}
+    with pytest.raises(SystemExit, match="etth1/default: the committed row averages seeds"):
+        study.collect("etth1", legacy)
