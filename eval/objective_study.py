@@ -300,15 +300,47 @@ NOTES = {
 }
 
 
+PRESETS = {"base": ("etth1", "weather"), "clinical": ("physionet2012",), "monitor": ("smd",)}
+
+
+def select_presets(tables: dict[str, dict]) -> list[dict]:
+    """One row per model preset: the variant with the best validation score over the preset's arms, among the
+    variants every one of its arms has scored. With several arms, a variant's score is the mean over arms of
+    its validation gain over the arm's ``default``, relative to the default's score (so arms on different
+    scales weigh the same);
+    ``tables`` maps an arm to its committed study record (arms without one are left out)."""
+    rows = []
+    for preset, arms in PRESETS.items():
+        scored = {arm: {r["variant"] if r["model"] == "tsjepa" else r["model"]: selection_score(ARMS[arm], r)
+                        for r in tables[arm]["rows"] if r["model"] in ("tsjepa", "random-init")}
+                  for arm in arms if arm in tables}
+        common = [v for v in (*VARIANTS, "random-init") if scored and all(v in s for s in scored.values())]
+        missing = "+".join(a for a in arms if a not in scored) or "-"
+        if "default" not in common:
+            rows.append({"preset": preset, "selected": None, "arms": "-", "missing_arms": missing})
+            continue
+        gains = {v: [(s[v] - s["default"]) / abs(s["default"]) for s in scored.values()] for v in common}
+        mean = {v: sum(g) / len(g) for v, g in gains.items()}
+        best = max((v for v in common if v != "random-init"), key=mean.get)
+        rows.append({"preset": preset, "selected": best, "arms": "+".join(scored), "missing_arms": missing,
+                     "candidates": len(common) - ("random-init" in common), "val_gain": mean[best],
+                     "val_gain_per_arm": " / ".join(f"{g:+.2%}" for g in gains[best]),
+                     "random_init_val_gain": mean.get("random-init")})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", nargs="?", default="all", choices=["all", "pretrain", "score", "collect"])
+    parser.add_argument("stage", nargs="?", default="all", choices=["all", "pretrain", "score", "collect", "presets"])
     parser.add_argument("--data", default="etth1", choices=list(ARMS))
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
     parser.add_argument("--out-dir", default=str(ROOT / "eval" / "results"))
     args = parser.parse_args()
     start = time.time()
+    if args.stage == "presets":
+        write_presets(Path(args.out_dir), time.time() - start)
+        return
     for name in args.variants:
         for seed in args.seeds:
             if args.stage in ("all", "pretrain"):
@@ -323,7 +355,8 @@ def main() -> None:
         raise SystemExit("no scored variant to collect")
     arm = ARMS[args.data]
     out = write_results(
-        args.out_dir, "objective-study", args.data, rows, seed=args.seeds, device=device,
+        args.out_dir, "objective-study", args.data, rows, seed=sorted({s for v in runs.values() for s in v["seeds"]}),
+        device=device,
         wall_s=time.time() - start, extra={"variants": runs, "select": list(arm.select), "per_seed": per_seed},
         notes=("Each variant = the dataset's default recipe with the overrides in the JSON (`variants`), "
                + NOTES["smd" if args.data == "smd" else arm.tasks[0]] + " Metrics: mean over the variant's "
@@ -332,6 +365,23 @@ def main() -> None:
     )
     plot(rows, out.with_suffix(".png"), args.data, device)
     print(f"results: {out} (+ .md, .png)")
+
+
+def write_presets(out_dir: Path, wall_s: float) -> None:
+    tables = {arm: json.loads(path.read_text()) for arm in ARMS
+              if (path := out_dir / "objective-study" / f"{arm}.json").exists()}
+    rows = select_presets(tables)
+    out = write_results(out_dir, "objective-study", "presets", rows, seed=sorted(
+        {s for t in tables.values() for v in t["variants"].values() for s in v["seeds"]}),
+        device=next(iter(tables.values()))["device"],
+        wall_s=wall_s, notes=(
+            "The recipe each model preset selects from the study's committed tables, on validation scores only "
+            "(`select` of each arm). `val_gain`: the selected variant's validation improvement over the arm's "
+            "`default`, as a fraction of the default's score, averaged over the preset's arms (0: the default "
+            "itself); `val_gain_per_arm` lists it per arm; `random_init_val_gain`: the same for the default's "
+            "random-init twin (the selected recipe adds value over random weights only where its gain is larger). "
+            "`candidates`: the variants every arm of the preset has scored. `missing_arms`: arms not yet run."))
+    print(f"results: {out} (+ .md)")
 
 
 if __name__ == "__main__":

@@ -87,3 +87,18 @@ def test_study_refuses_to_mix_new_seeds_into_a_row_without_per_seed_metrics(tmp_
               "variants": {"default": {"seeds": [0, 1, 2]}}}
     with pytest.raises(SystemExit, match="etth1/default: the committed row averages seeds"):
         study.collect("etth1", legacy)
+
+
+def test_presets_select_on_validation_gain_over_default_across_their_arms():
+    def table(**val_mse):
+        return {"rows": [{"model": "random-init" if v == "random-init" else "tsjepa", "variant": v, "val_mse": m,
+                          "mse": 0.0} for v, m in val_mse.items()]}
+    # proj-axes gains 10% on etth1 and loses 1% on weather; recon is only scored on etth1 so cannot be chosen
+    tables = {"etth1": table(default=1.0, **{"proj-axes": 0.9, "recon": 0.5, "random-init": 1.0}),
+              "weather": table(default=0.5, **{"proj-axes": 0.505, "random-init": 0.49})}
+    base, clinical, monitor = study.select_presets(tables)
+    assert base["selected"] == "proj-axes" and base["candidates"] == 2 and base["missing_arms"] == "-"
+    assert base["val_gain"] == pytest.approx((0.1 - 0.01) / 2)
+    assert base["random_init_val_gain"] == pytest.approx(0.01)
+    assert clinical == {"preset": "clinical", "selected": None, "arms": "-", "missing_arms": "physionet2012"}
+    assert monitor["missing_arms"] == "smd"
