@@ -45,7 +45,8 @@ PROJECTOR = f"{OBJ}.projector=[512,512,64]"
 
 # name -> (what it tests, overrides of the default recipe)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "default": ("today's default: SIGReg on every token (N ~ 9.4k), no projector", []),
+    "default": ("the original default: SIGReg on every token (N ~ 9.4k), no projector",
+                [f"{OBJ}.projector=[]", f"{OBJ}.sigreg_on=tokens"]),
     "lam0": ("no SIGReg (lambda = 0): the reference that earlier probed best", [f"{OBJ}.lam=0.0"]),
     "proj-tokens": ("projector 512-512-64; prediction and SIGReg on its output, over tokens", [PROJECTOR]),
     "proj-pooled": ("projector; SIGReg over (window, channel) means (N = B*C)",
