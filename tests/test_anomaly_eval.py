@@ -122,6 +122,24 @@ def test_rare_eval_scores_every_test_row(smd_checkpoint, tmp_path):
     assert any(r["series"] == "mean" for r in record["rows"])
 
 
+def test_rare_eval_reads_windows_shorter_than_the_encoder_span(smd_checkpoint, tmp_path):
+    """A window shorter than the encoder's span (as 64-row NAB windows under the 336-unit corpus encoder) is
+    read with its earlier patches unobserved; a longer or patch-misaligned one is refused."""
+    from tsjepa.eval import rare
+
+    def config(lookback: int):
+        return compose_config("eval", ["eval=rare", "data=smd", f"ckpt={smd_checkpoint}", f"out_dir={tmp_path}",
+                                       "eval.series=[machine-1-2]", "eval.max_train_windows=200",
+                                       "eval.random_baseline=false", f"data.lookback={lookback}"])
+    record = json.loads(rare.run(config(32)).read_text())
+    assert record["lookback"] == 32
+    ours = next(r for r in record["rows"] if r["series"] == "machine-1-2" and r["mode"] == "chi2")
+    assert ours["n_windows"] == -(-23694 // 8) and 0 < ours["auc_pr"] <= 1
+    for bad in (72, 60):
+        with pytest.raises(ValueError, match=f"at most 64 rows in patches of 8, but data.lookback={bad}"):
+            rare.run(config(bad))
+
+
 def test_crosschannel_eval_ranks_channels(smd_checkpoint, tmp_path):
     from tsjepa.eval import crosschannel
 

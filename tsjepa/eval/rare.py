@@ -1,7 +1,7 @@
 """Rare-regime detection: ``python -m tsjepa.eval rare ckpt=... data=<smd|nab|ucr>``.
 
 Protocol: every series of the benchmark is scaled on its normal train rows; every test row is scored. Scoring
-windows of ``lookback`` rows end on a patch boundary and their last patches tile the test rows (a last,
+windows of ``data.lookback`` rows (at most the encoder's span; `scoring_lookback`) end on a patch boundary and their last patches tile the test rows (a last,
 overlapping window covers the remainder), so each window's score is mapped back to the rows of its last patch.
 Per series and on average over the series that hold an anomaly: AUC-PR, AUROC, best F1 without point
 adjustment and, labelled, point-adjusted F1; UCR accuracy for UCR. Every model scores the same windows:
@@ -127,6 +127,18 @@ def encoder_scores(encoder: Encoder, predictor: Predictor, setup: ScoringSetup, 
     return scores, false_alarm
 
 
+def scoring_lookback(encoder: Encoder, cfg: DictConfig) -> int:
+    """Rows per scoring window: ``data.lookback``, a whole number of the encoder's patches and at most its span.
+    A window shorter than the span is read with its earlier patches unobserved (e.g. 64-row windows under
+    the 336-unit corpus encoder, so series with few train rows can still be scored)."""
+    span, patch = encoder.config.span, encoder.config.patch_duration
+    lookback = int(cfg.data.lookback)
+    if lookback > span + 1e-6 or lookback % patch:
+        raise ValueError(f"{cfg.ckpt} reads windows of at most {span:g} rows in patches of {patch:g}, but "
+                         f"data.lookback={lookback}; set it to a multiple of {patch:g} up to {span:g}")
+    return lookback
+
+
 @dataclass
 class AnomalyBench:
     """A labelled anomaly benchmark keyed for a JEPA checkpoint: the data, the vocabulary ids of its
@@ -159,7 +171,7 @@ class AnomalyBench:
                                      Predictor(pretrained.predictor.config, encoder.config.d_model,
                                                encoder.config.channel_capacity).to(device))
         return cls(name, data, pretrained.vocab.ids(card.channel_keys(data.channels)),
-                   int(round(encoder.config.patch_duration)), int(round(encoder.config.span)), models, pretrained.step)
+                   int(round(encoder.config.patch_duration)), scoring_lookback(encoder, cfg), models, pretrained.step)
 
     def selected(self, names: list[str] | None) -> list[tuple[int, LabelledSeries]]:
         """(position in the benchmark, series) of the series in ``names`` (every series when empty)."""
