@@ -306,10 +306,9 @@ PRESETS = {"base": ("etth1", "weather"), "clinical": ("physionet2012",), "monito
 
 def select_presets(tables: dict[str, dict]) -> list[dict]:
     """One row per model preset: the variant with the best validation score over the preset's arms, among the
-    variants every one of its arms has scored. With several arms, a variant's score is the mean over arms of
-    its validation gain over the arm's ``default``, relative to the default's score (so arms on different
-    scales weigh the same);
-    ``tables`` maps an arm to its committed study record (arms without one are left out)."""
+    variants every one of its arms has scored. A variant's score is the mean over the arms of its validation
+    gain over the arm's ``default``, relative to the default's score (so arms on different scales weigh the
+    same). ``tables`` maps an arm to its committed study record (arms without one are left out)."""
     rows = []
     for preset, arms in PRESETS.items():
         scored = {arm: {r["variant"] if r["model"] == "tsjepa" else r["model"]: selection_score(ARMS[arm], r)
@@ -357,8 +356,8 @@ def main() -> None:
     arm = ARMS[args.data]
     out = write_results(
         args.out_dir, "objective-study", args.data, rows, seed=sorted({s for v in runs.values() for s in v["seeds"]}),
-        device=device,
-        wall_s=time.time() - start, extra={"variants": runs, "select": list(arm.select), "per_seed": per_seed},
+        device=device, wall_s=time.time() - start,
+        extra={"variants": runs, "select": list(arm.select), "per_seed": per_seed},
         notes=("Each variant = the dataset's default recipe with the overrides in the JSON (`variants`), "
                + NOTES["smd" if args.data == "smd" else arm.tasks[0]] + " Metrics: mean over the variant's "
                "seeds (`*_std`: sample std, present with more than one seed). `selected`: the best validation "

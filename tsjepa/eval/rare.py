@@ -1,8 +1,9 @@
 """Rare-regime detection: ``python -m tsjepa.eval rare ckpt=... data=<smd|nab|ucr>``.
 
 Protocol: every series of the benchmark is scaled on its normal train rows; every test row is scored. Scoring
-windows of ``data.lookback`` rows (at most the encoder's span; `scoring_lookback`) end on a patch boundary and their last patches tile the test rows (a last,
-overlapping window covers the remainder), so each window's score is mapped back to the rows of its last patch.
+windows of ``data.lookback`` rows (at most the encoder's span; `scoring_lookback`) end on a patch boundary and
+their last patches tile the test rows (a last, overlapping window covers the remainder), so each window's score
+is mapped back to the rows of its last patch.
 Per series and on average over the series that hold an anomaly: AUC-PR, AUROC, best F1 without point
 adjustment and, labelled, point-adjusted F1; UCR accuracy for UCR. Every model scores the same windows:
 
