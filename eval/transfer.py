@@ -40,7 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "transfer"
 CORPUS = "tsjepa-base-corpus"
 CORPUS_RUN = ROOT / "runs" / "corpus-base-cpu-s0" / "checkpoints"
-RECIPE = ["model.objective.projector=[512,512,64]", "model.objective.sigreg_on=axes"]  # the corpus objective
+# the shipped corpus encoder's objective (proj-axes; the base preset's default since session 10), pinned so
+# own-dataset encoders keep matching the shipped one if the preset changes
+RECIPE = ["model.objective.projector=[512,512,64]", "model.objective.sigreg_on=axes"]
 TARGETS = ("etth1", "ettm1", "weather", "exchange_rate", "illness")
 FRACTIONS = "[0.05,0.1,1.0]"
 # own-dataset encoders the objective study already trained with this recipe (same steps, seed 0)
