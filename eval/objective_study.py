@@ -63,6 +63,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                                                                        f"{OBJ}.ema=0.996"]),
     "proj-axes-tail": ("proj-axes; half the target blocks at the window's end (forecast-shaped targets)",
                        [PROJECTOR, f"{OBJ}.sigreg_on=axes", f"{OBJ}.mask_tail_prob=0.5"]),
+    "proj-axes-250": ("proj-axes pretrained for 250 steps instead of 300 (the 10-minute budget of the default "
+                      "ETTh1 run)", [PROJECTOR, f"{OBJ}.sigreg_on=axes", "train.steps=250"]),
     "proj-axes-long": ("proj-axes pretrained 3x longer (900 steps)",
                        [PROJECTOR, f"{OBJ}.sigreg_on=axes", "train.steps=900", "train.warmup=100"]),
 }

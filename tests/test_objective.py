@@ -151,3 +151,19 @@ def test_projector_output_is_what_sigreg_tests():
     (tokens,) = sigreg_inputs(jepa.projector(full.embeddings), full.patch_observed, "tokens")
     assert tokens.shape[1] == 4
     torch.testing.assert_close(out["sigreg"], jepa.sigreg(tokens, step=3))
+
+
+def test_prediction_loss_reads_only_the_target_tokens():
+    """Predictions at context positions never enter the loss: poisoning them changes nothing."""
+    batch = random_batch(b=4)
+    clean = make_jepa(lam=0.05, projector=[32, 4])(batch, 0, torch.Generator().manual_seed(1))
+    jepa = make_jepa(lam=0.05, projector=[32, 4])
+
+    def poison(module, inputs, output):
+        target_mask = inputs[2]  # [B, C, P]
+        return output.masked_fill(~target_mask[..., None], float("nan"))
+
+    jepa.predictor.register_forward_hook(poison)
+    out = jepa(batch, 0, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(out["prediction"], clean["prediction"])
+    assert torch.isfinite(out["loss"])

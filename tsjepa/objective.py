@@ -204,7 +204,8 @@ class JEPA(nn.Module):
             targets = full.embeddings.detach() if cfg.stop_grad else full.embeddings
         projected = self.project(full.embeddings)
         target_z = projected if targets is full.embeddings else self.project(targets)
-        prediction = ((self.project(predicted) - target_z) ** 2).mean(-1)[target_mask].mean().float()
+        # only target tokens enter the loss, so only they are projected
+        prediction = ((self.project(predicted[target_mask]) - target_z[target_mask]) ** 2).mean().float()
         stats = self.span_sigreg(projected, full.patch_observed, step)
         terms = {"prediction": (1 - cfg.lam, prediction)}
         if cfg.views:
