@@ -48,7 +48,7 @@ def test_classify_protocol_and_leak_guard(fold0_checkpoint, tmp_path):
         classify.run(compose_config("eval", [*overrides, f"ckpt={fold0_checkpoint}", "eval.folds=[1]"]))
     run_dir = fold0_checkpoint.parents[1]  # pytest's tmp folder "physionet0": its last digit as the fold
     assert run_dir.name.endswith("0")
-    template = f"{run_dir.parent / run_dir.name[:-1]}*/checkpoints/last"  # '*' = the fold number
+    template = f"{run_dir.parent / run_dir.name[:-1]}*/checkpoints/last"  # each match's config names its fold
     path = classify.run(compose_config("eval", [*overrides, f"ckpt={template}", "eval.folds=[0]",
                                                 "eval.train_fractions=[0.1,1.0]"]))
     record = json.loads(path.read_text())
@@ -67,6 +67,32 @@ def test_classify_protocol_and_leak_guard(fold0_checkpoint, tmp_path):
     assert rows["summary-stats", "gradient-boosting", 0.1]["auroc"] < rows["summary-stats", "gradient-boosting", 1.0]["auroc"]
     assert record["finetune"][0]["steps"] == 2
     assert path.with_suffix(".png").exists() and path.with_name("physionet2012-label-efficiency.png").exists()
+
+
+def test_classify_over_pretraining_seeds(fold0_checkpoint, tmp_path):
+    """A glob over seeds and folds: each seed scored with its own heads, rows = mean and std over seeds."""
+    import shutil
+
+    root = tmp_path / "runs"
+    shutil.copytree(fold0_checkpoint, root / "s0" / "fold0" / "checkpoints" / "last")
+    train_module.train(compose_config("train", [
+        "data=physionet2012", f"run_dir={root / 's1' / 'fold0'}", "seed=1", "train.steps=2", "train.batch_size=8",
+        "train.warmup=1", "train.ckpt_every=2", *TINY_MODEL,
+    ]))
+    overrides = ["eval=classify", "data=physionet2012", f"out_dir={tmp_path / 'out'}", "eval.cs=[0.01]",
+                 "eval.modes=[probe]", "eval.random_baseline=false", f"ckpt={root}/s*/fold*/checkpoints/last"]
+    with pytest.raises(ValueError, match=r"no checkpoint for \(seed, held-out fold\) \[\(0, 1\), \(1, 1\)\]"):
+        classify.run(compose_config("eval", [*overrides, "eval.folds=[0,1]"]))
+    record = json.loads(classify.run(compose_config("eval", [*overrides, "eval.folds=[0]"])).read_text())
+    assert record["seed"] == [0, 1]
+    row = next(r for r in record["rows"] if r["model"] == "tsjepa")
+    per_seed = [f["auroc"] for f in record["folds"]["tsjepa/probe@1"]]
+    assert [f["seed"] for f in record["folds"]["tsjepa/probe@1"]] == [0, 1]
+    assert row["n_seeds"] == 2 and row["auroc"] == pytest.approx(np.mean(per_seed))
+    assert row["auroc_std"] == pytest.approx(np.std(per_seed, ddof=1))
+    one = json.loads(classify.run(compose_config("eval", [*overrides, "eval.folds=[0]", "eval.seeds=[1]"])
+                                  ).read_text())
+    assert one["seed"] == 1 and next(r for r in one["rows"] if r["model"] == "tsjepa")["auroc"] == per_seed[1]
 
 
 def test_channel_pool_statistics_of_observed_tokens():

@@ -2,9 +2,12 @@
 
 Protocol: stratified ``data.folds``-fold cross-validation over the records (in-hospital mortality for
 PhysioNet 2012); AUROC and AUPRC on each held-out fold, reported as mean and std over folds. Fold ``k`` is
-scored with an encoder pretrained without fold ``k``'s records: a ``*`` in ``ckpt`` stands for the fold
-number (``runs/physionet2012-fold*-clinical-cpu-s0/checkpoints/last``), and a checkpoint whose pretraining
-data included the held-out records is refused. Every model sees the same folds:
+scored with an encoder pretrained without fold ``k``'s records: a ``ckpt``
+glob (``runs/physionet2012-s*/fold*/checkpoints/last``) is read per match, its config naming the pretraining
+seed and held-out fold (``data.fold``), and a checkpoint whose pretraining data included the held-out records is
+refused. With several pretraining seeds (optionally narrowed to ``eval.seeds``) each seed is scored over the
+folds with its own heads, subsets and random-init twin, and rows report the mean over seeds of each seed's fold
+mean, with the std over seeds. Every model sees the same folds:
 
 - ``tsjepa`` / ``probe``: frozen encoder; per channel the ``eval.pool`` statistics (mean, max, last) of its
   observed token embeddings (zeros and a flag for a channel never observed), concatenated over channels with
@@ -21,6 +24,7 @@ data included the held-out records is refused. Every model sees the same folds:
 from __future__ import annotations
 
 import copy
+import glob
 import time
 import warnings
 from collections.abc import Sequence
@@ -43,7 +47,7 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from tsjepa.checkpoint import Pretrained, from_pretrained  # noqa: E402
+from tsjepa.checkpoint import Pretrained, from_pretrained, read_config  # noqa: E402
 from tsjepa.data.records import ClippedScaler, RecordSet, RecordWindows  # noqa: E402
 from tsjepa.data.sources import load_source  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
@@ -51,7 +55,13 @@ from tsjepa.encoding import encode_windows  # noqa: E402
 from tsjepa.eval import single_dataset  # noqa: E402
 from tsjepa.eval.finetune import train_with_early_stopping  # noqa: E402
 from tsjepa.models import Encoder, EncoderOutput  # noqa: E402
-from tsjepa.results import device_description, plot_label_efficiency, save_figure, write_results  # noqa: E402
+from tsjepa.results import (  # noqa: E402
+    aggregate_seeds,
+    device_description,
+    plot_label_efficiency,
+    save_figure,
+    write_results,
+)
 
 POOLS = ("mean", "max", "last")
 
@@ -187,10 +197,34 @@ def finetune_classifier(encoder: Encoder, train: RecordWindows, pooled: np.ndarr
     return model, transform, log
 
 
-def checked_checkpoint(template: str, fold: int, cfg: DictConfig, device) -> Pretrained:
-    """The checkpoint for ``fold`` (``*`` in ``template`` = the fold number); refuses one whose pretraining
-    read this fold's records."""
-    path = template.replace("*", str(fold))
+def fold_checkpoints(cfg: DictConfig, folds: list[int]) -> dict[int, dict[int, str]]:
+    """Pretraining seed -> held-out fold -> checkpoint. A plain ``ckpt`` serves every fold (scored with ``seed``);
+    a glob is read per match (its config's ``seed`` and ``data.fold``), narrowed to ``eval.seeds`` when set, and
+    must hold every (seed, fold) pair scored."""
+    if not glob.has_magic(str(cfg.ckpt)):
+        if cfg.eval.seeds and list(cfg.eval.seeds) != [cfg.seed]:
+            raise ValueError(f"eval.seeds={list(cfg.eval.seeds)} needs one checkpoint per seed and fold: give ckpt "
+                             "as a glob, e.g. ckpt='runs/physionet2012-s*/fold*/checkpoints/last'")
+        return {int(cfg.seed): dict.fromkeys(folds, str(cfg.ckpt))}
+    found: dict[tuple[int, int | None], str] = {}
+    paths = {str(Path(p).resolve()): p for p in sorted(glob.glob(str(cfg.ckpt)), reverse=True)}  # a link once
+    for path in sorted(paths.values()):
+        config = read_config(path)
+        key = (int(config.get("seed", -1)), config.get("data", {}).get("fold"))
+        if key in found:
+            raise ValueError(f"checkpoints {found[key]} and {path} were both pretrained with (seed, held-out fold) "
+                             f"{key}")
+        found[key] = path
+    seeds = [int(s) for s in cfg.eval.seeds] if cfg.eval.seeds else sorted({s for s, _ in found})
+    missing = [(s, f) for s in seeds for f in folds if (s, f) not in found]
+    if not seeds or missing:
+        raise ValueError(f"ckpt={cfg.ckpt} has no checkpoint for (seed, held-out fold) {missing or folds} (found "
+                         f"{sorted(found, key=str)}); pretrain one per fold with data.fold=<k>")
+    return {s: {f: found[s, f] for f in folds} for s in seeds}
+
+
+def checked_checkpoint(path: str, fold: int, cfg: DictConfig, device) -> Pretrained:
+    """The checkpoint at ``path`` for scoring ``fold``; refuses one whose pretraining read this fold's records."""
     pretrained = from_pretrained(path, map_location=device)
     seen = pretrained.config.get("data", {})
     if set(seen.get("datasets", [])) & set(cfg.data.datasets):
@@ -199,8 +233,8 @@ def checked_checkpoint(template: str, fold: int, cfg: DictConfig, device) -> Pre
         if split != wanted:
             raise ValueError(
                 f"{path} was pretrained on {cfg.data.datasets} with held-out split {split}, so it has seen the "
-                f"records of fold {fold} (split {wanted}); pass ckpt=...fold*... ('*' = the fold number) with "
-                "one checkpoint per fold, each pretrained with data.fold=<k>"
+                f"records of fold {fold} (split {wanted}); pass a ckpt glob (e.g. ...fold*...) matching one "
+                "checkpoint per fold, each pretrained with data.fold=<k>"
             )
     return pretrained
 
@@ -222,58 +256,50 @@ def plot_folds(path: Path, per_fold: dict[str, list[dict]]) -> None:
             ax.scatter(np.full(len(vals), i), vals, s=18, color="0.5")
             ax.errorbar(i, np.mean(vals), yerr=np.std(vals), fmt="o", color="C0", capsize=4)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-        ax.set_title(f"{metric.upper()} per fold (mean ± std)", fontsize=9)
+        ax.set_title(f"{metric.upper()} per fold (every seed's folds; mean ± std)", fontsize=9)
     save_figure(fig, path)
 
 
-def run(cfg: DictConfig) -> Path:
-    start = time.time()
-    device = resolve_device(cfg.device)
-    name = single_dataset(cfg, "classify")
-    records, card = load_source(name, cfg.data)
-    if not isinstance(records, RecordSet):
-        raise ValueError(f"classify needs a record dataset (e.g. physionet2012), got {name!r}")
-    summary = summary_features(records)
-    per_fold: dict[str, list[dict]] = {}
+def score_folds(cfg: DictConfig, seed: int, ckpts: dict[int, str], records: RecordSet, summary: np.ndarray,
+                card, fractions: list[float], device) -> tuple[dict[tuple[str, float], list[dict]], list[dict]]:
+    """Every model's scores on each held-out fold for one pretraining seed: ``(model/mode, train fraction) ->
+    [per-fold metrics]``, and the fine-tuning logs."""
+    per_fold: dict[tuple[str, float], list[dict]] = {}
     logs = []
-    folds = list(cfg.eval.folds) if cfg.eval.folds is not None else list(range(cfg.data.folds))
-    fractions = sorted({float(f) for f in cfg.eval.train_fractions})
-    if not fractions or not all(0 < f <= 1 for f in fractions):
-        raise ValueError(f"eval.train_fractions must be a non-empty list in (0, 1], got {cfg.eval.train_fractions}")
-    for fold in folds:
+    for fold, ckpt in ckpts.items():
         train_idx, test_idx = records.split(fold, cfg.data.folds, cfg.data.fold_seed)
         y_test = records.labels[test_idx]
         # the labelled stays each fraction's heads are fit on: a stratified subset of the training folds
-        labelled = {f: labelled_subset(train_idx, records.labels[train_idx], f, cfg.seed + fold) for f in fractions}
+        labelled = {f: labelled_subset(train_idx, records.labels[train_idx], f, seed + fold) for f in fractions}
         probs: dict[tuple[str, float], np.ndarray] = {}
         val_auroc: dict[tuple[str, float], float] = {}  # inner-CV AUROC on the training stays (selection)
         probe_c: dict[str, float] = {}
         for fraction, fit_idx in labelled.items():
-            for model_name, model in (("summary-stats/logistic", logistic(cfg.seed, list(cfg.eval.cs))),
+            for model_name, model in (("summary-stats/logistic", logistic(seed, list(cfg.eval.cs))),
                                       ("summary-stats/gradient-boosting",
-                                       HistGradientBoostingClassifier(random_state=cfg.seed))):
+                                       HistGradientBoostingClassifier(random_state=seed))):
                 model.fit(summary[fit_idx], records.labels[fit_idx])
                 probs[model_name, fraction] = model.predict_proba(summary[test_idx])[:, 1]
                 if hasattr(model, "best_score_"):
                     val_auroc[model_name, fraction] = float(model.best_score_)
-        pretrained = checked_checkpoint(str(cfg.ckpt), fold, cfg, device)
+        pretrained = checked_checkpoint(ckpt, fold, cfg, device)
         ids = pretrained.vocab.ids(card.channel_keys(records.channels))
         scaler = ClippedScaler().fit(records.subset(train_idx).observations())
         windows = RecordWindows(records, ids, scaler, card.protocol["span"])
         if abs(pretrained.encoder.config.span - windows.span) > 1e-6:
             raise ValueError(f"checkpoint span {pretrained.encoder.config.span} != record span {windows.span}")
-        torch.manual_seed(cfg.seed + fold)
+        torch.manual_seed(seed + fold)
         encoders = {"tsjepa": pretrained.encoder}
         if cfg.eval.random_baseline:
             encoders["random-init"] = Encoder(pretrained.encoder.config).to(device)
         pooled: dict[str, np.ndarray] = {}
         for model_name, encoder in encoders.items():
             out: EncoderOutput = encode_windows(encoder, windows, torch.arange(len(windows)), cfg.eval.batch_size,
-                                                device, desc=f"fold {fold} {model_name}")
+                                                device, desc=f"seed {seed} fold {fold} {model_name}")
             pooled[model_name] = channel_pool(out.embeddings, out.patch_observed, cfg.eval.pool).numpy()
             features = np.concatenate([pooled[model_name], records.static], 1)
             for fraction, fit_idx in labelled.items():
-                probe = logistic(cfg.seed, list(cfg.eval.cs)).fit(features[fit_idx], records.labels[fit_idx])
+                probe = logistic(seed, list(cfg.eval.cs)).fit(features[fit_idx], records.labels[fit_idx])
                 probs[f"{model_name}/probe", fraction] = probe.predict_proba(features[test_idx])[:, 1]
                 val_auroc[f"{model_name}/probe", fraction] = float(probe.best_score_)
                 if fraction == fractions[-1]:
@@ -285,14 +311,21 @@ def run(cfg: DictConfig) -> Path:
             model, static_of, log = finetune_classifier(
                 copy.deepcopy(pretrained.encoder), train_windows, pooled["tsjepa"][fit_idx],
                 records.static[fit_idx], records.labels[fit_idx], cfg.eval.pool, probe_c["tsjepa"],
-                cfg.eval.finetune, cfg.seed + fold, device, desc=f"fold {fold} finetune")
+                cfg.eval.finetune, seed + fold, device, desc=f"seed {seed} fold {fold} finetune")
             logits = logits_of(model, test_windows, static_of(records.static[test_idx]), cfg.eval.batch_size, device)
             probs["tsjepa/finetune", fractions[-1]] = torch.sigmoid(logits).numpy()
-            logs.append({"fold": fold, "probe_c": probe_c["tsjepa"], "train_fraction": fractions[-1], **log})
+            logs.append({"seed": seed, "fold": fold, "probe_c": probe_c["tsjepa"], "train_fraction": fractions[-1],
+                         **log})
         for key, p in probs.items():
             validation = {"val_auroc": val_auroc[key]} if key in val_auroc else {}
-            per_fold.setdefault(key, []).append({"fold": fold, **validation, **scores(y_test, p)})
-        print(f"fold {fold}: " + "  ".join(f"{k}@{f:g} auroc={per_fold[k, f][-1]['auroc']:.3f}" for k, f in probs))
+            per_fold.setdefault(key, []).append({"seed": seed, "fold": fold, **validation, **scores(y_test, p)})
+        print(f"seed {seed} fold {fold}: " + "  ".join(f"{k}@{f:g} auroc={per_fold[k, f][-1]['auroc']:.3f}"
+                                                      for k, f in probs))
+    return per_fold, logs
+
+
+def fold_means(per_fold: dict[tuple[str, float], list[dict]], n_records: int) -> list[dict]:
+    """One row per (model/mode, train fraction): each metric's mean and std over folds."""
     rows = []
     for (key, fraction), folds_scored in per_fold.items():
         model, mode = key.split("/")
@@ -302,18 +335,47 @@ def run(cfg: DictConfig) -> Path:
                 continue
             vals = [f[metric] for f in folds_scored]
             row |= {metric: float(np.mean(vals)), f"{metric}_std": float(np.std(vals))}
-        rows.append(row | {"n_windows": len(records), "folds": len(folds_scored)})
+        rows.append(row | {"n_windows": n_records, "folds": len(folds_scored)})
+    return rows
+
+
+def run(cfg: DictConfig) -> Path:
+    start = time.time()
+    device = resolve_device(cfg.device)
+    name = single_dataset(cfg, "classify")
+    records, card = load_source(name, cfg.data)
+    if not isinstance(records, RecordSet):
+        raise ValueError(f"classify needs a record dataset (e.g. physionet2012), got {name!r}")
+    folds = list(cfg.eval.folds) if cfg.eval.folds is not None else list(range(cfg.data.folds))
+    fractions = sorted({float(f) for f in cfg.eval.train_fractions})
+    if not fractions or not all(0 < f <= 1 for f in fractions):
+        raise ValueError(f"eval.train_fractions must be a non-empty list in (0, 1], got {cfg.eval.train_fractions}")
+    checkpoints = fold_checkpoints(cfg, folds)
+    summary = summary_features(records)
+    per_fold: dict[tuple[str, float], list[dict]] = {}
+    rows_by_seed: dict[int, list[dict]] = {}
+    logs = []
+    for seed, ckpts in checkpoints.items():
+        seed_folds, seed_logs = score_folds(cfg, seed, ckpts, records, summary, card, fractions, device)
+        rows_by_seed[seed] = fold_means(seed_folds, len(records))
+        logs += seed_logs
+        for key, scored in seed_folds.items():
+            per_fold.setdefault(key, []).extend(scored)
+    rows = aggregate_seeds(rows_by_seed, ("model", "mode", "train_fraction"), ("val_auroc", "auroc", "auc_pr"))
+    spread = ("mean and std over folds of AUROC and AUC-PR on each held-out fold" if len(checkpoints) == 1 else
+              f"mean over {len(checkpoints)} pretraining seeds of each seed's mean over folds, and the sample std "
+              "over seeds (each seed with its own heads, labelled subsets and random-init twin)")
+    seeds = list(checkpoints)
     out = write_results(
-        cfg.out_dir, "classify", name, rows, seed=cfg.seed, device=device_description(device),
-        wall_s=time.time() - start,
+        cfg.out_dir, "classify", name, rows, seed=seeds if len(seeds) > 1 else seeds[0],
+        device=device_description(device), wall_s=time.time() - start,
         extra={"ckpt": str(cfg.ckpt), "label": card.protocol["label"],
                "folds": {f"{k}@{f:g}": v for (k, f), v in per_fold.items()}, "finetune": logs,
                "fold_seed": cfg.data.fold_seed},
         notes=(f"{card.protocol['label']} from the first {card.protocol['span']} h, {len(records)} stays, "
-               f"stratified {cfg.data.folds}-fold CV (seed {cfg.data.fold_seed}); mean and std over folds of "
-               "AUROC and AUC-PR on each held-out fold; `n_windows` = records scored (each once, in its test "
-               "fold). Fold k is scored with an encoder pretrained without fold k's stays. `probe`: frozen "
-               "encoder, channel-pooled embeddings + static descriptors, logistic regression; `finetune`: "
+               f"stratified {cfg.data.folds}-fold CV (seed {cfg.data.fold_seed}); {spread}; `n_windows` = records "
+               "scored (each once per seed, in its test fold). Fold k is scored with an encoder pretrained without "
+               "fold k's stays. `probe`: frozen encoder, channel-pooled embeddings + static descriptors, logistic regression; `finetune`: "
                "encoder + linear head trained end to end; `random-init`: same architecture, random weights; "
                "`summary-stats`: per-channel count/mean/std/min/max/first/last + statics. `val_auroc`: the logistic "
                "head's inner 3-fold cross-validated AUROC on the training stays at its chosen penalty (a "
@@ -325,7 +387,8 @@ def run(cfg: DictConfig) -> Path:
         plot_label_efficiency(
             out.with_name(f"{name}-label-efficiency.png"), rows,
             [("tsjepa", "probe"), ("random-init", "probe"), ("summary-stats", "gradient-boosting"),
-             ("summary-stats", "logistic")], "auroc", "test AUROC (mean ± std over folds)",
+             ("summary-stats", "logistic")], "auroc",
+            f"test AUROC (mean ± std over {'folds' if len(seeds) == 1 else 'seeds'})",
             "share of labelled training stays the head is fit on",
             f"{name}: label efficiency ({device_description(device)})")
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
