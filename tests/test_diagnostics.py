@@ -32,12 +32,13 @@ def test_recoverability_tells_kept_from_discarded_detail():
 
 def test_aggregate_seeds_means_stds_and_counts():
     rows = {
-        0: [{"model": "tsjepa", "horizon": 96, "mse": 0.40, "n_windows": 10},
+        0: [{"model": "tsjepa", "horizon": 96, "mse": 0.40, "n_windows": 10, "folds": 3},
             {"model": "linear", "horizon": 96, "mse": 0.41, "n_windows": 10}],
-        1: [{"model": "tsjepa", "horizon": 96, "mse": 0.42, "n_windows": 10}],
+        1: [{"model": "tsjepa", "horizon": 96, "mse": 0.42, "n_windows": 10, "folds": 3}],
     }
     out = aggregate_seeds(rows, keys=("model", "horizon"), metrics=("mse",))
     assert [r["model"] for r in out] == ["tsjepa", "linear"]
     assert out[0]["mse"] == pytest.approx(0.41) and out[0]["mse_std"] == pytest.approx(0.0141421, rel=1e-4)
     assert out[0]["n_seeds"] == 2 and out[0]["n_windows"] == 10
+    assert out[0]["folds"] == 3 and isinstance(out[0]["folds"], int)  # an equal count keeps its type
     assert out[1]["n_seeds"] == 1 and "mse_std" not in out[1]

@@ -112,8 +112,9 @@ def write_results(out_dir: str | os.PathLike, task: str, dataset: str, rows: lis
 def aggregate_seeds(rows_by_seed: dict[int, list[dict]], keys: tuple[str, ...], metrics: tuple[str, ...]
                     ) -> list[dict]:
     """One row per ``keys`` value over seeds: each metric's mean, ``<metric>_std`` (sample std, written when
-    more than one seed has the row) and ``n_seeds``; other numeric entries are averaged, the rest taken from
-    the first seed. Rows keep the first seed's order."""
+    more than one seed has the row) and ``n_seeds``; other numeric entries that differ between seeds are
+    averaged, the rest (equal ones, such as counts) taken from the first seed. Rows keep the first seed's
+    order."""
     groups: dict[tuple, list[dict]] = {}
     for rows in rows_by_seed.values():
         for row in rows:
@@ -123,7 +124,8 @@ def aggregate_seeds(rows_by_seed: dict[int, list[dict]], keys: tuple[str, ...], 
         row = dict(group[0])
         for key in row:
             values = [r[key] for r in group if key in r]
-            if key not in keys and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            if (key not in keys and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+                    and len(set(values)) > 1):
                 row[key] = sum(values) / len(values) if key != "n_windows" else values[0]
         for metric in metrics:
             values = torch.tensor([float(r[metric]) for r in group if metric in r], dtype=torch.float64)
