@@ -11,6 +11,7 @@ Layout::
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import typing
@@ -154,6 +155,20 @@ def read_config(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path}: checkpoint version {config.get('version')}, this tsjepa reads {VERSION}")
     return config
 
+
+
+def checkpoints_by(pattern: str, key: typing.Callable[[dict], typing.Hashable], what: str) -> dict:
+    """The checkpoint folders a glob ``pattern`` matches, keyed by ``key(config)`` (e.g. the pretraining seed);
+    a folder reached through several links counts once, and two folders with one key are refused, naming
+    ``what`` the key is."""
+    found: dict = {}
+    unique = {str(Path(p).resolve()): p for p in sorted(glob.glob(pattern), reverse=True)}  # a link once
+    for path in sorted(unique.values()):
+        k = key(read_config(path))
+        if k in found:
+            raise ValueError(f"checkpoints {found[k]} and {path} were both pretrained with {what} {k}")
+        found[k] = path
+    return found
 
 def load_weights(path: Path, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
     try:

@@ -2,9 +2,9 @@
 
 Protocol: stratified ``data.folds``-fold cross-validation over the records (in-hospital mortality for
 PhysioNet 2012); AUROC and AUPRC on each held-out fold, reported as mean and std over folds. Fold ``k`` is
-scored with an encoder pretrained without fold ``k``'s records: a ``ckpt``
-glob (``runs/physionet2012-s*/fold*/checkpoints/last``) is read per match, its config naming the pretraining
-seed and held-out fold (``data.fold``), and a checkpoint whose pretraining data included the held-out records is
+scored with an encoder pretrained without fold ``k``'s records: a ``ckpt`` glob
+(``runs/physionet2012-s*/fold*/checkpoints/last``) is read per match, its config naming the pretraining seed
+and held-out fold (``data.fold``), and a checkpoint whose pretraining data included the held-out records is
 refused. With several pretraining seeds (optionally narrowed to ``eval.seeds``) each seed is scored over the
 folds with its own heads, subsets and random-init twin, and rows report the mean over seeds of each seed's fold
 mean, with the std over seeds. Every model sees the same folds:
@@ -47,7 +47,7 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from tsjepa.checkpoint import Pretrained, from_pretrained, read_config  # noqa: E402
+from tsjepa.checkpoint import Pretrained, checkpoints_by, from_pretrained  # noqa: E402
 from tsjepa.data.records import ClippedScaler, RecordSet, RecordWindows  # noqa: E402
 from tsjepa.data.sources import load_source  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
@@ -206,15 +206,9 @@ def fold_checkpoints(cfg: DictConfig, folds: list[int]) -> dict[int, dict[int, s
             raise ValueError(f"eval.seeds={list(cfg.eval.seeds)} needs one checkpoint per seed and fold: give ckpt "
                              "as a glob, e.g. ckpt='runs/physionet2012-s*/fold*/checkpoints/last'")
         return {int(cfg.seed): dict.fromkeys(folds, str(cfg.ckpt))}
-    found: dict[tuple[int, int | None], str] = {}
-    paths = {str(Path(p).resolve()): p for p in sorted(glob.glob(str(cfg.ckpt)), reverse=True)}  # a link once
-    for path in sorted(paths.values()):
-        config = read_config(path)
-        key = (int(config.get("seed", -1)), config.get("data", {}).get("fold"))
-        if key in found:
-            raise ValueError(f"checkpoints {found[key]} and {path} were both pretrained with (seed, held-out fold) "
-                             f"{key}")
-        found[key] = path
+    found = checkpoints_by(str(cfg.ckpt), lambda config: (int(config.get("seed", -1)),
+                                                          config.get("data", {}).get("fold")),
+                           "(seed, held-out fold)")
     seeds = [int(s) for s in cfg.eval.seeds] if cfg.eval.seeds else sorted({s for s, _ in found})
     missing = [(s, f) for s in seeds for f in folds if (s, f) not in found]
     if not seeds or missing:
@@ -362,10 +356,10 @@ def run(cfg: DictConfig) -> Path:
         for key, scored in seed_folds.items():
             per_fold.setdefault(key, []).extend(scored)
     rows = aggregate_seeds(rows_by_seed, ("model", "mode", "train_fraction"), ("val_auroc", "auroc", "auc_pr"))
-    spread = ("mean and std over folds of AUROC and AUC-PR on each held-out fold" if len(checkpoints) == 1 else
-              f"mean over {len(checkpoints)} pretraining seeds of each seed's mean over folds, and the sample std "
-              "over seeds (each seed with its own heads, labelled subsets and random-init twin)")
     seeds = list(checkpoints)
+    spread = ("mean and std over folds of AUROC and AUC-PR on each held-out fold" if len(seeds) == 1 else
+              f"mean over {len(seeds)} pretraining seeds of each seed's mean over folds, and the sample std over "
+              "seeds (each seed with its own heads, labelled subsets and random-init twin)")
     out = write_results(
         cfg.out_dir, "classify", name, rows, seed=seeds if len(seeds) > 1 else seeds[0],
         device=device_description(device), wall_s=time.time() - start,
@@ -375,8 +369,8 @@ def run(cfg: DictConfig) -> Path:
         notes=(f"{card.protocol['label']} from the first {card.protocol['span']} h, {len(records)} stays, "
                f"stratified {cfg.data.folds}-fold CV (seed {cfg.data.fold_seed}); {spread}; `n_windows` = records "
                "scored (each once per seed, in its test fold). Fold k is scored with an encoder pretrained without "
-               "fold k's stays. `probe`: frozen encoder, channel-pooled embeddings + static descriptors, logistic regression; `finetune`: "
-               "encoder + linear head trained end to end; `random-init`: same architecture, random weights; "
+               "fold k's stays. `probe`: frozen encoder, channel-pooled embeddings + static descriptors, logistic "
+               "regression; `finetune`: encoder + linear head trained end to end; `random-init`: same architecture, random weights; "
                "`summary-stats`: per-channel count/mean/std/min/max/first/last + statics. `val_auroc`: the logistic "
                "head's inner 3-fold cross-validated AUROC on the training stays at its chosen penalty (a "
                "validation score that never sees the held-out fold). `train_fraction`: the "

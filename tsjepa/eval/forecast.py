@@ -32,7 +32,7 @@ from einops import rearrange  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from tsjepa.checkpoint import Pretrained, from_pretrained, read_config  # noqa: E402
+from tsjepa.checkpoint import Pretrained, checkpoints_by, from_pretrained  # noqa: E402
 from tsjepa.data.sources import DatasetCard, load_source, split_rows  # noqa: E402
 from tsjepa.data.timeseries import TimeSeries  # noqa: E402
 from tsjepa.data.windows import Windows, count_windows, fit_scaler  # noqa: E402
@@ -147,12 +147,7 @@ def seed_checkpoints(cfg: DictConfig) -> dict[int, str]:
             raise ValueError(f"eval.seeds={list(cfg.eval.seeds)} needs one checkpoint per seed: give ckpt as a "
                              "glob, e.g. ckpt='runs/etth1-base-cpu-s*/checkpoints/last'")
         return {int(cfg.seed): str(cfg.ckpt)}
-    found: dict[int, str] = {}
-    for path in sorted(glob.glob(str(cfg.ckpt))):
-        seed = int(read_config(path).get("seed", -1))
-        if seed in found:
-            raise ValueError(f"checkpoints {found[seed]} and {path} were both pretrained with seed {seed}")
-        found[seed] = path
+    found = checkpoints_by(str(cfg.ckpt), lambda config: int(config.get("seed", -1)), "seed")
     wanted = [int(s) for s in cfg.eval.seeds] if cfg.eval.seeds else sorted(found)
     missing = [s for s in wanted if s not in found]
     if not found or missing:
