@@ -131,9 +131,9 @@ def pretrain(data: str, name: str, seed: int) -> None:
              *fold, *arm.train, *VARIANTS[name][1]])
 
 
-def score(data: str, name: str, seed: int) -> None:
-    """Run each harness on the variant's checkpoints (with the random-init twin for the default variant),
-    unless its result is newer than every checkpoint."""
+def score(data: str, name: str, seed: int, twin: bool = False) -> None:
+    """Run each harness on the variant's checkpoints (with the random-init twin for the default variant, or
+    when ``twin``), unless its result is newer than every checkpoint."""
     arm = ARMS[data]
     ckpts = checkpoints(data, name, seed)
     ckpt = str(ckpts[0]).replace("fold0", "fold*") if arm.folds else str(ckpts[0])
@@ -143,7 +143,7 @@ def score(data: str, name: str, seed: int) -> None:
         if result.exists() and result.stat().st_mtime > newest:
             continue
         run([sys.executable, "-m", "tsjepa.eval", task, f"data={data}", f"ckpt={ckpt}", f"seed={seed}",
-             f"out_dir={result.parents[1]}", f"eval.random_baseline={'true' if name == 'default' else 'false'}",
+             f"out_dir={result.parents[1]}", f"eval.random_baseline={'true' if twin or name == 'default' else 'false'}",
              *arm.evals])
 
 
@@ -240,7 +240,13 @@ def collect(data: str, prior: dict | None = None) -> tuple[list[dict], dict, dic
         for row in rows:
             row["selected"] = row is best
     default = per_seed.get("default", {})
-    twins = {s: m["random-init"] for s, m in default.items() if "random-init" in m}
+    # one twin per seed: the default's, else one scored beside another variant (``--twin``); the encoder's
+    # architecture does not depend on the objective, so a seed draws the same random weights in every variant
+    twins = {}
+    for name in dict.fromkeys(("default", *VARIANTS)):
+        for seed, metrics in per_seed.get(name, {}).items():
+            if "random-init" in metrics:
+                twins.setdefault(seed, metrics["random-init"])
     if twins:
         rows.append(over_seeds(twins, {"model": "random-init", "variant": "-", **labels}))
     baselines = {k: v for k, v in next(iter(default.values()), {}).items() if k not in ("tsjepa", "random-init")}
@@ -341,6 +347,9 @@ def main() -> None:
     parser.add_argument("--data", default="etth1", choices=list(ARMS))
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
+    parser.add_argument("--twin", action="store_true",
+                        help="score the random-init twin beside a variant other than default (for seeds whose "
+                             "default was not pretrained)")
     parser.add_argument("--out-dir", default=str(ROOT / "eval" / "results"))
     args = parser.parse_args()
     start = time.time()
@@ -352,7 +361,7 @@ def main() -> None:
             if args.stage in ("all", "pretrain"):
                 pretrain(args.data, name, seed)
             if args.stage in ("all", "score"):
-                score(args.data, name, seed)
+                score(args.data, name, seed, args.twin)
     if args.stage == "pretrain":
         return
     committed = Path(args.out_dir) / "objective-study" / f"{args.data}.json"

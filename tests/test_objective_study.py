@@ -80,6 +80,18 @@ def test_study_grows_from_committed_per_seed_metrics_when_runs_are_gone(tmp_path
     assert by_model["random-init", "-"]["val_mse"] == 1.05 and by_model["linear", "-"]["val_mse"] == 1.04
 
 
+def test_random_init_twin_comes_from_the_default_or_from_a_variant_scored_with_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "ROOT", tmp_path)
+    forecast_eval(tmp_path, "default", 0, {"tsjepa": 1.06, "random-init": 1.05, "linear": 1.04})
+    forecast_eval(tmp_path, "proj-axes", 0, {"tsjepa": 1.04, "random-init": 9.0})  # the default's twin wins
+    forecast_eval(tmp_path, "proj-axes", 1, {"tsjepa": 1.02, "random-init": 1.07})  # seed 1 has no default
+    forecast_eval(tmp_path, "proj-axes", 2, {"tsjepa": 1.03})  # scored without a twin: no twin for seed 2
+    rows, _, _, _ = study.collect("etth1")
+    twin = next(r for r in rows if r["model"] == "random-init")
+    assert twin["n_seeds"] == 2 and twin["val_mse"] == pytest.approx(1.06)
+    assert twin["val_mse_std"] == pytest.approx(0.02 / 2 ** 0.5)
+
+
 def test_study_refuses_to_mix_new_seeds_into_a_row_without_per_seed_metrics(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "ROOT", tmp_path)
     forecast_eval(tmp_path, "default", 3, {"tsjepa": 1.06})
