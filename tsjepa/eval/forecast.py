@@ -206,62 +206,105 @@ class SeedScores:
     pretrain_step: int
 
 
+@dataclass
+class HorizonSplits:
+    """The windows of one horizon, per split, as ``(window, channel)`` rows: ``windows[s]``, their batches
+    ``full[s]``, the raw lookback ``lookback[s]`` ``[N * C, L]``, targets ``truth[s]`` and their observed mask
+    ``observed[s]`` ``[N * C, H]``, and ``keep[s]`` ``[N * C]``: rows whose whole target is observed (the rows
+    heads are fit on)."""
+
+    windows: dict[str, Windows]
+    full: dict
+    lookback: dict[str, torch.Tensor]
+    truth: dict[str, torch.Tensor]
+    observed: dict[str, torch.Tensor]
+    keep: dict[str, torch.Tensor]
+
+    @classmethod
+    def build(cls, data: ForecastData, horizon: int, stride: dict[str, int]) -> HorizonSplits:
+        windows = {split: data.windows(split, horizon, stride[split]) for split in stride}
+        full = {split: w.batch(torch.arange(len(w))) for split, w in windows.items()}
+        observed = {s: rearrange(b.target_observed, "n c h -> (n c) h") for s, b in full.items()}
+        # unobserved lookback values sit at the train mean (0)
+        return cls(windows, full, {s: rearrange(b.values, "n c l -> (n c) l") for s, b in full.items()},
+                   {s: rearrange(b.target, "n c h -> (n c) h") for s, b in full.items()}, observed,
+                   {s: o.all(-1) for s, o in observed.items()})
+
+    def n(self, split: str) -> int:
+        return len(self.windows[split])
+
+    def fit_rows(self, fraction: float) -> dict[str, torch.Tensor]:
+        """``keep`` with the train rows narrowed to the most recent ``fraction`` of the train windows."""
+        return self.keep | {"train": latest(self.keep["train"], self.n("train"), fraction)}
+
+    def row(self, model: str, mode: str, horizon: int, fraction: float, pred: dict[str, torch.Tensor]) -> dict:
+        """A result row from ``pred[s]`` ``[N * C, H]`` (test, and val when present)."""
+        val = ({"val_mse": metrics(pred["val"], self.truth["val"], self.observed["val"])["mse"]}
+               if "val" in pred else {})
+        return {"model": model, "mode": mode, "horizon": horizon, "train_fraction": fraction,
+                **metrics(pred["test"], self.truth["test"], self.observed["test"]), **val,
+                "n_windows": self.n("test")}
+
+
 def score_seed(cfg: DictConfig, ckpt: str, seed: int, device: torch.device, baselines: bool) -> SeedScores:
     """Every row of one pretraining seed: probes (and fine-tuning) of the checkpoint and of the random-init
-    twin drawn with ``seed``, per horizon and train fraction; the raw baselines too when ``baselines``."""
+    twin drawn with ``seed``, per horizon and train fraction; the raw baselines too when ``baselines``.
+    Encoders are scored one after the other, so memory holds one encoder's features at a time."""
     pretrained = from_pretrained(ckpt, map_location=device)
     data = ForecastData.load(cfg, "forecast", pretrained)
     horizons = sorted(cfg.eval.horizons or data.card.protocol["horizons"])
-    windows, fractions, layers = data.windows, train_fractions(cfg), tuple(cfg.eval.probe_layers)
+    fractions, layers, alphas = train_fractions(cfg), tuple(cfg.eval.probe_layers), list(cfg.eval.alphas)
     # Windows for the shortest horizon are a superset (same origins, in order) of those for longer ones.
     stride = data.strides(horizons[0], cfg.eval.max_fit_rows)
-    base = {split: windows(split, horizons[0], stride[split]) for split in stride}
+    base = {split: data.windows(split, horizons[0], stride[split]) for split in stride}
     check_span(pretrained.encoder, base["train"], ckpt)
     torch.manual_seed(seed)
     encoders = {"tsjepa": pretrained.encoder}
     if cfg.eval.random_baseline:
         encoders["random-init"] = Encoder(pretrained.encoder.config).to(device)
-    encoded = {
-        model: {split: encode_windows(enc, w, torch.arange(len(w)), cfg.eval.batch_size, device,
-                                      desc=f"{model}/{split}", layers=layers)
-                for split, w in base.items()}
-        for model, enc in encoders.items()
-    }
-    alphas = list(cfg.eval.alphas)
-    # anti-collapse and lost-detail evidence beside the errors: effective rank / isotropy of test token
-    # embeddings, and how much of the lookback window a ridge map recovers from them
-    health = {model: {**embedding_health(enc["test"], seed),
-                      "lookback_r2": lookback_recoverability(enc, base, alphas)}
-              for model, enc in encoded.items()}
     rows, penalties, finetune_logs, examples = [], {}, {}, {}
-    for horizon in horizons:
-        split_windows = {split: windows(split, horizon, stride[split]) for split in base}
-        n = {split: len(w) for split, w in split_windows.items()}
-        full = {split: w.batch(torch.arange(len(w))) for split, w in split_windows.items()}
-        # rows (window, channel); fitting uses the rows whose whole target is observed
-        keep = {s: rearrange(b.target_observed, "n c h -> (n c) h").all(-1) for s, b in full.items()}
-        # the raw-window linear model: features = lookback values (unobserved ones at the train mean, 0)
-        raw = {s: (rearrange(b.values, "n c l -> (n c) l"), rearrange(b.target, "n c h -> (n c) h"))
-               for s, b in full.items()}
-        truth = {s: v[1] for s, v in raw.items()}
-        observed = {s: rearrange(b.target_observed, "n c h -> (n c) h") for s, b in full.items()}
+
+    def record(splits: HorizonSplits, horizon: int, fraction: float, preds: dict) -> None:
+        for (model, mode), pred in preds.items():
+            rows.append(splits.row(model, mode, horizon, fraction, pred))
+            print(f"seed {seed} H={horizon:4d} f={fraction:g} {model:14s} {mode:10s} mse={rows[-1]['mse']:.4f} "
+                  f"mae={rows[-1]['mae']:.4f} n_windows={rows[-1]['n_windows']}")
+        keep_example(horizon, fraction, splits, preds)
+
+    def keep_example(horizon: int, fraction: float, splits: HorizonSplits, preds: dict) -> None:
+        if horizon == horizons[0] and fraction == fractions[-1]:
+            examples.setdefault("preds", {}).update({k: v["test"] for k, v in preds.items()})
+            examples.update(batch=splits.full["test"], n=splits.n("test"), horizon=horizon, data=data)
+
+    for horizon in horizons if baselines else ():
+        splits = HorizonSplits.build(data, horizon, stride)
         for fraction in fractions:
-            tag = f"{horizon}@{fraction:g}"
-            fit_keep = keep | {"train": latest(keep["train"], n["train"], fraction)}
             preds = {}  # (model, mode) -> {split: [(N C), H]}
-            if baselines:
-                for model, features in BASELINE_FEATURES.items():
-                    x = {s: features(v[0]) for s, v in raw.items()}
-                    ridge = fit_head(x, truth, fit_keep, alphas)
-                    preds[model, "supervised"] = {s: ridge(x[s]).float() for s in ("val", "test")}
-                    penalties[f"{model}/{tag}"] = ridge.alpha
-                if fraction == fractions[-1]:
-                    preds["seasonal-naive", "naive"] = {
-                        s: seasonal_naive(raw[s][0], horizon, data.card.protocol["season"]) for s in ("val", "test")}
-            for model, enc in encoded.items():
-                part = {s: o.take(slice(n[s])) for s, o in enc.items()}
-                head = fit_probe(part, {s: b.target for s, b in full.items()}, fit_keep, alphas)
-                penalties[f"{model}/{tag}"] = head.alpha
+            for model, features in BASELINE_FEATURES.items():
+                x = {s: features(v) for s, v in splits.lookback.items()}
+                ridge = fit_head(x, splits.truth, splits.fit_rows(fraction), alphas)
+                preds[model, "supervised"] = {s: ridge(x[s]).float() for s in ("val", "test")}
+                penalties[f"{model}/{horizon}@{fraction:g}"] = ridge.alpha
+            if fraction == fractions[-1]:
+                preds["seasonal-naive", "naive"] = {
+                    s: seasonal_naive(splits.lookback[s], horizon, data.card.protocol["season"]) for s in ("val", "test")}
+            record(splits, horizon, fraction, preds)
+    health = {}
+    for model, encoder in encoders.items():
+        encoded = {split: encode_windows(encoder, w, torch.arange(len(w)), cfg.eval.batch_size, device,
+                                         desc=f"{model}/{split}", layers=layers) for split, w in base.items()}
+        # anti-collapse and lost-detail evidence beside the errors: effective rank / isotropy of test token
+        # embeddings, and how much of the lookback window a ridge map recovers from them
+        health[model] = {**embedding_health(encoded["test"], seed),
+                         "lookback_r2": lookback_recoverability(encoded, base, alphas)}
+        for horizon in horizons:
+            splits = HorizonSplits.build(data, horizon, stride)
+            part = {s: o.take(slice(splits.n(s))) for s, o in encoded.items()}
+            for fraction in fractions:
+                preds = {}
+                head = fit_probe(part, {s: b.target for s, b in splits.full.items()}, splits.fit_rows(fraction),
+                                 alphas)
+                penalties[f"{model}/{horizon}@{fraction:g}"] = head.alpha
                 preds[model, "probe"] = {s: rearrange(probe_predict(head, part[s]), "n c h -> (n c) h")
                                          for s in ("val", "test")}
                 if "finetune" in cfg.eval.modes and fraction == fractions[-1]:
@@ -269,24 +312,17 @@ def score_seed(cfg: DictConfig, ckpt: str, seed: int, device: torch.device, base
                         raise ValueError("eval.modes=[finetune] fine-tunes the last layer's head; set "
                                          "eval.probe_layers=[-1]")
                     tuned, log = finetune(
-                        ForecastModel(copy.deepcopy(encoders[model]), head), windows("train", horizon),
-                        windows("val", horizon, cfg.eval.finetune.val_stride),
+                        ForecastModel(copy.deepcopy(encoder), head), data.windows("train", horizon),
+                        data.windows("val", horizon, cfg.eval.finetune.val_stride),
                         cfg.eval.finetune, seed, device, desc=f"{model}/finetune H={horizon}")
                     mode = "finetune" if model == "tsjepa" else "supervised"
                     preds[model, mode] = {"test": rearrange(
-                        predict(tuned, split_windows["test"], cfg.eval.batch_size, device), "n c h -> (n c) h")}
+                        predict(tuned, splits.windows["test"], cfg.eval.batch_size, device), "n c h -> (n c) h")}
                     finetune_logs[f"{model}/{horizon}"] = log
-            for (model, mode), pred in preds.items():
-                val = ({"val_mse": metrics(pred["val"], truth["val"], observed["val"])["mse"]}
-                       if "val" in pred else {})
-                rows.append({"model": model, "mode": mode, "horizon": horizon, "train_fraction": fraction,
-                             **metrics(pred["test"], truth["test"], observed["test"]), **val,
-                             "n_windows": n["test"]})
-                print(f"seed {seed} H={horizon:4d} f={fraction:g} {model:14s} {mode:10s} "
-                      f"mse={rows[-1]['mse']:.4f} mae={rows[-1]['mae']:.4f} n_windows={n['test']}")
-            if horizon == horizons[0] and fraction == fractions[-1]:
-                examples = {"batch": full["test"], "preds": {k: v["test"] for k, v in preds.items()},
-                            "n": n["test"], "horizon": horizon, "data": data}
+                record(splits, horizon, fraction, preds)
+        del encoded, part  # the next encoder's features take their place
+    # rows in (horizon, fraction) order; within one: baselines, then each encoder's rows
+    rows.sort(key=lambda r: (horizons.index(r["horizon"]), r["train_fraction"]))
     for model, mode, fraction in dict.fromkeys((r["model"], r["mode"], r["train_fraction"]) for r in rows):
         mine = [r for r in rows if (r["model"], r["mode"], r["train_fraction"]) == (model, mode, fraction)]
         mean = {k: sum(r[k] for r in mine) / len(mine) for k in ("mse", "mae", "val_mse") if k in mine[0]}
