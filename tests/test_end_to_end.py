@@ -26,6 +26,8 @@ def test_pretraining_writes_checkpoint_and_diagnostics(pretrained):
     assert [m["step"] for m in metrics] == [2, 4]
     for m in metrics:
         assert m["prediction"] > 0 and m["sigreg"] > 0 and 1 <= m["effective_rank"] <= 32
+    peaks = [m["peak_memory_gb"] for m in metrics]  # the process' peak resident set, never falling
+    assert 0.05 < peaks[0] <= peaks[1] < 64
 
 
 def test_resume_after_crash_reproduces_the_uninterrupted_run(pretrained, tmp_path, monkeypatch):

@@ -38,7 +38,7 @@ from tsjepa.data.sources import DatasetCard, load_source, split_rows
 from tsjepa.data.timeseries import TimeSeries
 from tsjepa.data.vocab import UNKNOWN, ChannelVocab
 from tsjepa.data.windows import SpanWindows, Windows, fit_scaler, observed_ends
-from tsjepa.device import resolve_device
+from tsjepa.device import peak_memory_gb, resolve_device
 from tsjepa.diagnostics import embedding_report, patch_recoverability
 from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig
 from tsjepa.objective import JEPA, ObjectiveConfig
@@ -321,7 +321,8 @@ def train(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None 
             metrics = {"step": step + 1, "time": round(time.time(), 1), **{k: v.item() for k, v in out.items() if v.ndim == 0},
                        "lr": optimizer.param_groups[0]["lr"],
                        **embedding_report(out["embeddings"][tokens], step=step),
-                       "patch_r2": patch_recoverability(out["embeddings"][tokens], slots[:, 0], slots[:, 1] > 0)}
+                       "patch_r2": patch_recoverability(out["embeddings"][tokens], slots[:, 0], slots[:, 1] > 0),
+                       "peak_memory_gb": round(peak_memory_gb(device), 3)}
             progress.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in
                                   ("loss", "prediction", "sigreg", "effective_rank", "patch_r2")})
             with open(run_dir / "metrics.jsonl", "a") as log:
