@@ -22,10 +22,17 @@ def encode_windows(encoder: Encoder, windows: Windows | RecordWindows, index: to
     ``[N, C, P, len(layers) * D]`` for several ``layers``, see `Encoder.forward`).
     ``transform`` edits each batch before encoding (e.g. permuting or dropping channels)."""
     encoder.eval()
-    parts = []
-    for chunk in tqdm(index.split(batch_size), desc=desc, leave=False, dynamic_ncols=True):
+    filled: list[torch.Tensor] = []  # the outputs, allocated once the first batch gives their shapes
+    chunks = tqdm(index.split(batch_size), desc=desc, leave=False, dynamic_ncols=True)
+    for start, chunk in zip(range(0, len(index), batch_size), chunks, strict=True):
         batch = windows.batch(chunk) if transform is None else transform(windows.batch(chunk))
         batch.validate(windows.span)
         out = encoder(batch.to(device), layers=layers)
-        parts.append([t.cpu() for t in (out.embeddings, out.patch_observed, out.loc, out.scale)])
-    return EncoderOutput(*[torch.cat(p) for p in zip(*parts, strict=True)])
+        parts = (out.embeddings, out.patch_observed, out.loc, out.scale)
+        if not filled:  # written in place: memory holds the outputs once, not a list of batches and their copy
+            filled = [t.new_empty((len(index), *t.shape[1:]), device="cpu") for t in parts]
+        for target, part in zip(filled, parts, strict=True):
+            target[start:start + len(chunk)] = part
+    if not filled:
+        raise ValueError("encode_windows needs at least one window index")
+    return EncoderOutput(*filled)
