@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import sys
 
 import torch
@@ -31,3 +33,29 @@ def peak_memory_gb(device: torch.device) -> float:
         return float("nan")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return peak / (2**30 if sys.platform == "darwin" else 2**20)
+
+
+def _glibc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None  # glibc; musl has no malloc_trim
+    except OSError:
+        return None
+
+
+_LIBC = _glibc()
+
+
+def release_freed_host_memory() -> bool:
+    """Return the heap's freed pages to the OS (glibc's ``malloc_trim``); False where there is no glibc.
+
+    Training steps allocate host tensors of varying sizes (random masks and channel subsets), and glibc keeps
+    what they free: measured on ETTh1 (80 CPU steps), the peak RSS grew from 2.16 to 3.16 GB, and on SMD by
+    ~1.2 GB every 50 steps. Trimming every 10 steps cut the growth over steps 10-40 from 0.68 to 0.21 GB at
+    the same step time."""
+    if _LIBC is None:
+        return False
+    _LIBC.malloc_trim(0)
+    return True

@@ -38,13 +38,14 @@ from tsjepa.data.sources import DatasetCard, load_source, split_rows
 from tsjepa.data.timeseries import TimeSeries
 from tsjepa.data.vocab import UNKNOWN, ChannelVocab
 from tsjepa.data.windows import SpanWindows, Windows, fit_scaler, observed_ends
-from tsjepa.device import peak_memory_gb, resolve_device
+from tsjepa.device import peak_memory_gb, release_freed_host_memory, resolve_device
 from tsjepa.diagnostics import embedding_report, patch_recoverability
 from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig
 from tsjepa.objective import JEPA, ObjectiveConfig
 from tsjepa.resources import resource_dir
 
 CONFIG_DIR = str(resource_dir("configs"))
+TRIM_EVERY = 10  # steps between handing freed host memory back to the OS
 
 
 @dataclass
@@ -314,6 +315,8 @@ def train(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None 
         torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
         optimizer.step()
         jepa.update_target()
+        if (step + 1) % TRIM_EVERY == 0:  # keep host memory from growing with the steps (see the function)
+            release_freed_host_memory()
         if ddp.main and ((step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps):
             tokens = slice(0, cfg.train.diagnostic_tokens)
             slots = jepa.patch_values(batch)  # [B, C, P, 2, S]; observed patches in the order of out["embeddings"]
