@@ -67,6 +67,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                       "ETTh1 run)", [PROJECTOR, f"{OBJ}.sigreg_on=axes", "train.steps=250"]),
     "proj-axes-long": ("proj-axes pretrained 3x longer (900 steps)",
                        [PROJECTOR, f"{OBJ}.sigreg_on=axes", "train.steps=900", "train.warmup=100"]),
+    "proj-axes-centred": ("proj-axes with SIGReg on slot-centred tokens (each token minus its (channel, patch) "
+                          "batch mean), so position and channel codes alone cannot pass it",
+                          [PROJECTOR, f"{OBJ}.sigreg_on=axes", f"{OBJ}.centre_slots=true"]),
+    "proj-tokens-centred": ("projector; SIGReg over every slot-centred token (N = observed B*C*P)",
+                            [PROJECTOR, f"{OBJ}.sigreg_on=tokens", f"{OBJ}.centre_slots=true"]),
 }
 
 

@@ -4,7 +4,7 @@ from conftest import random_batch
 
 from tsjepa.masks import sample_crops, sample_span_mask
 from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig
-from tsjepa.objective import JEPA, ObjectiveConfig, sigreg_inputs, within_window_inputs
+from tsjepa.objective import JEPA, ObjectiveConfig, sigreg_inputs, slot_centred, within_window_inputs
 
 
 def test_span_mask_is_contiguous_observed_and_leaves_context():
@@ -109,6 +109,24 @@ def test_sigreg_sample_units_count_their_samples():
     torch.testing.assert_close(axes, window)
 
 
+def test_slot_centring_leaves_only_what_differs_between_windows_at_a_slot():
+    torch.manual_seed(0)
+    observed = torch.ones(64, 6, 16, dtype=torch.bool)
+    observed[0, 1, 2] = False
+    code = torch.randn(1, 6, 16, 8).expand(64, 6, 16, 8)  # tokens carrying nothing but their slot's code
+    content = 0.1 * torch.randn(64, 6, 16, 8)
+    centred = slot_centred(code + content, observed)
+    seen = observed[..., None]
+    torch.testing.assert_close((centred * seen).sum(0), torch.zeros(6, 16, 8), atol=1e-4, rtol=0)
+    torch.testing.assert_close(centred[1:, 1, 2], content[1:, 1, 2] - content[1:, 1, 2].mean(0))
+    assert torch.equal(centred[0, 1, 2], (code + content)[0, 1, 2])  # unobserved: untouched
+    # a slot code is N(0, I) across slots, so SIGReg over raw tokens passes it; centred, it cannot
+    jepa = make_jepa(lam=1.0)
+    raw = jepa.sigreg(code[observed], step=0)
+    assert jepa.sigreg(centred[observed], step=0) > 10 * raw
+    assert jepa.sigreg(slot_centred(code + content / 0.1, observed)[observed], step=0) < raw / 10
+
+
 def test_crops_are_contiguous_blocks_of_the_configured_length():
     observed = torch.ones(32, 2, 20, dtype=torch.bool)
     crops = sample_crops(observed, views=4, global_views=2, global_keep=0.7, local_keep=0.3,
@@ -128,6 +146,7 @@ def test_crops_are_contiguous_blocks_of_the_configured_length():
     ({"projector": [32, 8], "sigreg_on": "axes"}, {"prediction", "sigreg"}),
     ({"projector": [32, 8], "sigreg_on": "window", "views": 3}, {"prediction", "multiview", "sigreg"}),
     ({"reconstruction_weight": 0.5}, {"prediction", "sigreg", "reconstruction"}),
+    ({"projector": [32, 8], "sigreg_on": "axes", "centre_slots": True}, {"prediction", "sigreg"}),
 ])
 def test_every_objective_option_trains_and_reports_its_terms(options, terms):
     jepa = make_jepa(lam=0.1, **options)

@@ -7,6 +7,10 @@
   (time, channel) spans. The loss compares both after the projector (identity when ``projector`` is empty).
 - ``SIGReg`` acts on the projector's output (LeJEPA Sec. 5), over the sample unit ``sigreg_on``; probes read
   the encoder output before the projector.
+- ``centre_slots``: SIGReg reads each projected token minus its (channel, patch) slot's mean over the batch's
+  windows. Position and channel identity alone then cannot pass the test: what is left is how windows differ
+  at the same slot, their content. (Without it, the study's proj-axes encoders put ~98% of their token
+  variance into the slot code and the predictor matches its targets with R^2 0.999 from position alone.)
 - ``multiview`` (``views > 0``): LeJEPA's own loss over time crops of one window: every view's pooled
   projection predicts the mean of the global views' projections; SIGReg also acts on each view's projections
   (one sample per window).
@@ -30,7 +34,7 @@ from tsjepa.masks import sample_crops, sample_span_mask
 from tsjepa.models import Encoder, Predictor
 from tsjepa.models.projector import Projector
 from tsjepa.models.tokenizer import instance_norm
-from tsjepa.sigreg import sigreg, sigreg_per_group
+from tsjepa.sigreg import global_sum, sigreg, sigreg_per_group
 
 # What counts as one SIGReg sample:
 #   tokens: every observed (window, channel, patch) token;
@@ -63,6 +67,7 @@ class ObjectiveConfig:
     reconstruction_weight: float = 0.0  # weight of the masked-patch value reconstruction; 0 = off
     ema: float = 0.0  # momentum of an EMA target encoder; 0 = none (the target is the online encoder)
     stop_grad: bool = False  # detach the targets
+    centre_slots: bool = False  # SIGReg on tokens minus their (channel, patch) slot's batch mean
 
     def __post_init__(self) -> None:
         if self.sigreg_on not in SIGREG_UNITS:
@@ -112,6 +117,16 @@ def sigreg_inputs(embeddings: Tensor, patch_observed: Tensor, where: str) -> lis
     if where in ("window", "axes"):
         out.append(masked_mean(embeddings, patch_observed, (1, 2))[patch_observed.flatten(1).any(1)])
     return out
+
+
+def slot_centred(embeddings: Tensor, patch_observed: Tensor) -> Tensor:
+    """Embeddings ``[B, C, P, D]`` minus each (channel, patch) slot's mean over the windows that observe it
+    (over every rank's windows in a distributed run): what position and channel identity alone do not
+    explain. Unobserved tokens keep their values (they never enter SIGReg)."""
+    weight = patch_observed[..., None].to(embeddings.dtype)
+    sums = global_sum((embeddings * weight).sum(0))
+    counts = global_sum(weight.sum(0).detach())
+    return embeddings - weight * sums / counts.clamp(min=1)
 
 
 def within_window_inputs(embeddings: Tensor, patch_observed: Tensor) -> list[Tensor]:
@@ -206,7 +221,8 @@ class JEPA(nn.Module):
         target_z = projected if targets is full.embeddings else self.project(targets)
         # only target tokens enter the loss, so only they are projected
         prediction = ((self.project(predicted[target_mask]) - target_z[target_mask]) ** 2).mean().float()
-        stats = self.span_sigreg(projected, full.patch_observed, step)
+        tested = slot_centred(projected, full.patch_observed) if cfg.centre_slots else projected
+        stats = self.span_sigreg(tested, full.patch_observed, step)
         terms = {"prediction": (1 - cfg.lam, prediction)}
         if cfg.views:
             multiview, view_stats = self.multiview(batch, full.patch_observed, step, generator)
