@@ -103,7 +103,7 @@ ARMS: dict[str, Arm] = {
                train=STUDY_STEPS),
 }
 SMD_VALIDATION = ("machine-1-2", "machine-1-3", "machine-1-4")  # select; the other 5 machines report
-DIAGNOSTICS = ("lookback_r2", "effective_rank", "isotropy")  # reported as means only
+DIAGNOSTICS = ("lookback_r2", "effective_rank", "isotropy", "slot_share")  # reported as means only
 FORECAST_KEYS = ("val_mse", "mse", "mae", *DIAGNOSTICS)
 DETECTION_KEYS = {"rare": ("auc_pr", "vus_pr", "vus_roc"), "crosschannel": ("hitrate@150", "ndcg@150")}
 

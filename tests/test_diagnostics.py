@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tsjepa.diagnostics import patch_recoverability, r_squared, recoverability
+from tsjepa.diagnostics import patch_recoverability, r_squared, recoverability, slot_share
 from tsjepa.results import aggregate_seeds
 
 
@@ -14,6 +14,16 @@ def test_r_squared():
     noisy = y.clone()
     noisy[:, 2] += 100  # an unobserved column cannot lower the score
     assert r_squared(noisy, y, observed) == pytest.approx(1.0)
+
+
+def test_slot_share_is_the_variance_the_slot_alone_explains():
+    gen = torch.Generator().manual_seed(0)
+    slots = torch.arange(20).repeat(50)  # 50 windows x 20 (channel, patch) slots
+    code, content = torch.randn(20, 4, generator=gen), torch.randn(1000, 4, generator=gen)
+    assert slot_share(code[slots], slots) == pytest.approx(1.0)
+    assert slot_share(content, slots) == pytest.approx(20 / 1000, abs=0.02)  # chance level: slots / tokens
+    share = slot_share(3 * code[slots] + content, slots)  # code variance 9, content 1
+    assert share == pytest.approx(0.9, abs=0.03)
 
 
 def test_recoverability_tells_kept_from_discarded_detail():

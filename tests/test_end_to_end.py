@@ -26,6 +26,7 @@ def test_pretraining_writes_checkpoint_and_diagnostics(pretrained):
     assert [m["step"] for m in metrics] == [2, 4]
     for m in metrics:
         assert m["prediction"] > 0 and m["sigreg"] > 0 and 1 <= m["effective_rank"] <= 32
+        assert 0 <= m["slot_share"] <= 1
     peaks = [m["peak_memory_gb"] for m in metrics]  # the process' peak resident set, never falling
     assert 0.05 < peaks[0] <= peaks[1] < 64
 
@@ -69,6 +70,7 @@ def test_frozen_encoder_forecast_eval(pretrained, tmp_path):
         assert row["n_windows"] == 2785
         assert 0.2 < row["mse"] < 1.0 and 0.2 < row["mae"] < 1.0
     assert 1 < rows[("tsjepa", "avg")]["effective_rank"] <= 32 and rows[("tsjepa", "avg")]["isotropy"] > 0
+    assert 0 < rows[("tsjepa", "avg")]["slot_share"] < 1
     assert rows[("linear", 96)]["mse"] == pytest.approx(0.370, abs=0.01)  # ridge on raw windows, known value
     assert path.with_suffix(".md").read_text().count("| tsjepa | probe |") == 2
     assert path.with_suffix(".png").stat().st_size > 10_000

@@ -38,6 +38,18 @@ def embedding_report(z: Tensor, num_slices: int = 256, seed: int = 0, step: int 
     }
 
 
+def slot_share(z: Tensor, slots: Tensor) -> float:
+    """Share of the variance of tokens ``z`` ``[N, D]`` that their slot alone explains: 1 - (sum of squares
+    about each slot's mean) / (sum of squares about the overall mean), ``slots`` ``[N]`` integer ids of each
+    token's (channel, patch position). Near 1: the tokens are position and channel codes, not content."""
+    z = z.double()
+    ids = torch.unique(slots, return_inverse=True)[1]
+    means = torch.zeros(int(ids.max()) + 1, z.shape[1], dtype=z.dtype, device=z.device).index_add_(0, ids, z)
+    means /= torch.bincount(ids)[:, None]
+    total = ((z - z.mean(0)) ** 2).sum()
+    return float(1 - ((z - means[ids]) ** 2).sum() / total) if total > 0 else float("nan")
+
+
 def r_squared(pred: Tensor, target: Tensor, observed: Tensor | None = None) -> float:
     """1 - SSE / SST of ``pred`` against ``target`` ``[N, K]`` pooled over every observed entry (SST about each
     column's observed mean)."""

@@ -39,7 +39,7 @@ from tsjepa.data.timeseries import TimeSeries
 from tsjepa.data.vocab import UNKNOWN, ChannelVocab
 from tsjepa.data.windows import SpanWindows, Windows, fit_scaler, observed_ends
 from tsjepa.device import peak_memory_gb, release_freed_host_memory, resolve_device
-from tsjepa.diagnostics import embedding_report, patch_recoverability
+from tsjepa.diagnostics import embedding_report, patch_recoverability, slot_share
 from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig
 from tsjepa.objective import JEPA, ObjectiveConfig
 from tsjepa.resources import resource_dir
@@ -320,11 +320,15 @@ def train(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None 
         if ddp.main and ((step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps):
             tokens = slice(0, cfg.train.diagnostic_tokens)
             slots = jepa.patch_values(batch)  # [B, C, P, 2, S]; observed patches in the order of out["embeddings"]
-            slots = slots[slots[:, :, :, 1].amax(-1) > 0][tokens]
+            observed = slots[:, :, :, 1].amax(-1) > 0  # [B, C, P]
+            slots = slots[observed][tokens]
+            positions = torch.arange(observed.shape[2], device=observed.device)
+            slot_ids = (batch.channel_ids[:, :, None] * observed.shape[2] + positions)[observed]
             metrics = {"step": step + 1, "time": round(time.time(), 1), **{k: v.item() for k, v in out.items() if v.ndim == 0},
                        "lr": optimizer.param_groups[0]["lr"],
                        **embedding_report(out["embeddings"][tokens], step=step),
                        "patch_r2": patch_recoverability(out["embeddings"][tokens], slots[:, 0], slots[:, 1] > 0),
+                       "slot_share": slot_share(out["embeddings"], slot_ids),
                        "peak_memory_gb": round(peak_memory_gb(device), 3)}
             progress.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in
                                   ("loss", "prediction", "sigreg", "effective_rank", "patch_r2")})
