@@ -213,9 +213,12 @@ def flat(tree: dict, prefix: str = "") -> dict:
 
 
 def run_identity(config: dict) -> dict:
-    """What makes a run the same run: data, model, objective, schedule and seed of a checkpoint config."""
+    """What makes a run the same run: data, model, objective, schedule and seed of a checkpoint config. An
+    objective option the checkpoint does not name was added after it was written, so the run had its default."""
     keys = ("data", "encoder", "predictor", "objective", "train", "seed")
-    return {k: v for k, v in flat({k: config.get(k) for k in keys}).items() if k not in RESUMABLE}
+    tree = {k: config.get(k) for k in keys}
+    tree["objective"] = {**ObjectiveConfig().to_dict(), **(tree["objective"] or {})}
+    return {k: v for k, v in flat(tree).items() if k not in RESUMABLE}
 
 
 def check_resumable(path: Path, config: dict, steps: int) -> None:
