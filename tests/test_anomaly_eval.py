@@ -122,6 +122,32 @@ def test_rare_eval_scores_every_test_row(smd_checkpoint, tmp_path):
     assert any(r["series"] == "mean" for r in record["rows"])
 
 
+def test_rare_eval_scores_several_pretraining_seeds_each_with_its_twin(smd_checkpoint, tmp_path):
+    import shutil
+
+    from tsjepa.eval import rare
+
+    for seed in (0, 1):  # the same weights under two seeds: only the random-init twins differ
+        ckpt = shutil.copytree(smd_checkpoint, tmp_path / f"run-s{seed}" / "checkpoints" / "last")
+        config = json.loads((ckpt / "config.json").read_text())
+        (ckpt / "config.json").write_text(json.dumps({**config, "seed": seed}))
+    cfg = compose_config("eval", ["eval=rare", "data=smd", f"ckpt={tmp_path}/run-s*/checkpoints/last",
+                                  f"out_dir={tmp_path}", "eval.series=[machine-1-2]", "eval.max_train_windows=200"])
+    record = json.loads(rare.run(cfg).read_text())
+    assert record["seed"] == [0, 1] and set(record["per_seed"]) == {"0", "1"}
+    rows = {(r["model"], r["mode"], r["series"]): r for r in record["rows"]}
+    ours, twin = rows["tsjepa", "chi2", "mean"], rows["random-init", "chi2", "mean"]
+    assert ours["n_seeds"] == 2 and ours["auc_pr_std"] == 0.0
+    assert twin["n_seeds"] == 2 and twin["auc_pr_std"] > 0
+    seed_twins = [next(r for r in record["per_seed"][s] if (r["model"], r["mode"], r["series"]) ==
+                       ("random-init", "chi2", "mean"))["auc_pr"] for s in ("0", "1")]
+    assert twin["auc_pr"] == pytest.approx(sum(seed_twins) / 2)
+    assert rows["pca", "baseline", "mean"]["n_seeds"] == 1 and "auc_pr_std" not in rows["pca", "baseline", "mean"]
+    with pytest.raises(ValueError, match=r"no checkpoint of seed\(s\) \[7\]"):
+        rare.run(compose_config("eval", ["eval=rare", "data=smd", f"ckpt={tmp_path}/run-s*/checkpoints/last",
+                                         f"out_dir={tmp_path}", "eval.seeds=[7]"]))
+
+
 def test_rare_eval_reads_windows_shorter_than_the_encoder_span(smd_checkpoint, tmp_path):
     """A window shorter than the encoder's span (as 64-row NAB windows under the 336-unit corpus encoder) is
     read with its earlier patches unobserved; a longer or patch-misaligned one is refused."""

@@ -16,7 +16,6 @@ windows with the ridge penalty chosen on val. In the same run, on the same windo
 from __future__ import annotations
 
 import copy
-import glob
 import math
 import time
 from dataclasses import dataclass
@@ -32,14 +31,14 @@ from einops import rearrange  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from tsjepa.checkpoint import Pretrained, checkpoints_by, from_pretrained  # noqa: E402
+from tsjepa.checkpoint import Pretrained, from_pretrained  # noqa: E402
 from tsjepa.data.sources import DatasetCard, load_source, split_rows  # noqa: E402
 from tsjepa.data.timeseries import TimeSeries  # noqa: E402
 from tsjepa.data.windows import Windows, count_windows, fit_scaler  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.diagnostics import embedding_report, recoverability, slot_share  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
-from tsjepa.eval import single_dataset  # noqa: E402
+from tsjepa.eval import seed_checkpoints, single_dataset  # noqa: E402
 from tsjepa.eval.baselines import decomposition_features, seasonal_naive  # noqa: E402
 from tsjepa.eval.finetune import ForecastModel, finetune, predict  # noqa: E402
 from tsjepa.heads import (  # noqa: E402
@@ -140,24 +139,6 @@ class ForecastData:
         more than ``max_rows`` (window, channel) rows; every test window is scored (stride 1)."""
         counts = {s: count_windows(self.rows[s], self.lookback, horizon) for s in ("train", "val")}
         return {s: fit_stride(n, len(self.ids), max_rows) for s, n in counts.items()} | {"test": 1}
-
-
-def seed_checkpoints(cfg: DictConfig) -> dict[int, str]:
-    """Seed -> checkpoint path. A ``ckpt`` glob (``'runs/etth1-base-cpu-s*/checkpoints/last'``) gives one
-    checkpoint per pretraining seed (read from each one's config.json), optionally narrowed to
-    ``eval.seeds``; each seed also draws its random-init twin. A single checkpoint is scored with ``seed``."""
-    if not glob.has_magic(str(cfg.ckpt)):
-        if cfg.eval.seeds and list(cfg.eval.seeds) != [cfg.seed]:
-            raise ValueError(f"eval.seeds={list(cfg.eval.seeds)} needs one checkpoint per seed: give ckpt as a "
-                             "glob, e.g. ckpt='runs/etth1-base-cpu-s*/checkpoints/last'")
-        return {int(cfg.seed): str(cfg.ckpt)}
-    found = checkpoints_by(str(cfg.ckpt), lambda config: int(config.get("seed", -1)), "seed")
-    wanted = [int(s) for s in cfg.eval.seeds] if cfg.eval.seeds else sorted(found)
-    missing = [s for s in wanted if s not in found]
-    if not found or missing:
-        raise ValueError(f"ckpt={cfg.ckpt} matches no checkpoint of seed(s) {missing or wanted} "
-                         f"(found seeds {sorted(found)})")
-    return {s: found[s] for s in wanted}
 
 
 def check_eval_config(cfg: DictConfig) -> None:

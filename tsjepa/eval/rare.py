@@ -47,12 +47,12 @@ from tsjepa.data.anomaly import AnomalySet, LabelledSeries  # noqa: E402
 from tsjepa.data.sources import load_source  # noqa: E402
 from tsjepa.data.windows import Windows, fit_scaler  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
-from tsjepa.eval import single_dataset  # noqa: E402
+from tsjepa.eval import seed_checkpoints, single_dataset  # noqa: E402
 from tsjepa.eval.detection import detection_metrics, ucr_hit  # noqa: E402
 from tsjepa.eval.latent_scores import Whitener, latent_scores, standardised  # noqa: E402
 from tsjepa.eval.vus import sliding_window  # noqa: E402
 from tsjepa.models import Encoder, Predictor  # noqa: E402
-from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
+from tsjepa.results import aggregate_seeds, device_description, save_figure, write_results  # noqa: E402
 
 HELD_OUT = 0.2  # share of normal train windows kept out of every fit, for calibration
 
@@ -128,14 +128,14 @@ def encoder_scores(encoder: Encoder, predictor: Predictor, setup: ScoringSetup, 
     return scores, false_alarm
 
 
-def scoring_lookback(encoder: Encoder, cfg: DictConfig) -> int:
+def scoring_lookback(encoder: Encoder, cfg: DictConfig, ckpt: str) -> int:
     """Rows per scoring window: ``data.lookback``, a whole number of the encoder's patches and at most its span.
     A window shorter than the span is read with its earlier patches unobserved (e.g. 64-row windows under
     the 336-unit corpus encoder, so series with few train rows can still be scored)."""
     span, patch = encoder.config.span, encoder.config.patch_duration
     lookback = int(cfg.data.lookback)
     if lookback > span + 1e-6 or lookback % patch:
-        raise ValueError(f"{cfg.ckpt} reads windows of at most {span:g} rows in patches of {patch:g}, but "
+        raise ValueError(f"{ckpt} reads windows of at most {span:g} rows in patches of {patch:g}, but "
                          f"data.lookback={lookback}; set it to a multiple of {patch:g} up to {span:g}")
     return lookback
 
@@ -155,24 +155,28 @@ class AnomalyBench:
     pretrain_step: int
 
     @classmethod
-    def load(cls, cfg: DictConfig, task: str, device, needs: str, min_channels: int = 1) -> AnomalyBench:
-        """``needs`` names the benchmarks ``task`` accepts, for the error on any other dataset."""
+    def load(cls, cfg: DictConfig, task: str, device, needs: str, min_channels: int = 1, ckpt: str | None = None,
+             seed: int | None = None) -> AnomalyBench:
+        """``needs`` names the benchmarks ``task`` accepts, for the error on any other dataset. The checkpoint
+        and the random-init twin's seed are ``ckpt`` and ``seed`` (default: ``cfg.ckpt``, ``cfg.seed``)."""
         name = single_dataset(cfg, task)
         data, card = load_source(name, cfg.data)
         if not isinstance(data, AnomalySet) or len(data.channels) < min_channels:
             raise ValueError(f"{task} needs {needs}, got {name!r}")
-        pretrained = from_pretrained(cfg.ckpt, map_location=device)
+        ckpt = str(cfg.ckpt if ckpt is None else ckpt)
+        pretrained = from_pretrained(ckpt, map_location=device)
         if pretrained.predictor is None:
-            raise ValueError(f"{cfg.ckpt} holds no predictor; latent prediction scores need a full JEPA checkpoint")
+            raise ValueError(f"{ckpt} holds no predictor; latent prediction scores need a full JEPA checkpoint")
         encoder = pretrained.encoder
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed if seed is None else seed)
         models = {"tsjepa": (encoder, pretrained.predictor)}
         if cfg.eval.random_baseline:
             models["random-init"] = (Encoder(encoder.config).to(device),
                                      Predictor(pretrained.predictor.config, encoder.config.d_model,
                                                encoder.config.channel_capacity).to(device))
         return cls(name, data, pretrained.vocab.ids(card.channel_keys(data.channels)),
-                   int(round(encoder.config.patch_duration)), scoring_lookback(encoder, cfg), models, pretrained.step)
+                   int(round(encoder.config.patch_duration)), scoring_lookback(encoder, cfg, ckpt), models,
+                   pretrained.step)
 
     def selected(self, names: list[str] | None) -> list[tuple[int, LabelledSeries]]:
         """(position in the benchmark, series) of the series in ``names`` (every series when empty)."""
@@ -212,11 +216,12 @@ def plot_series(path: Path, per_series: list[dict], metric: str) -> None:
     save_figure(fig, path)
 
 
-def run(cfg: DictConfig) -> Path:
-    start = time.time()
-    device = resolve_device(cfg.device)
-    bench = AnomalyBench.load(cfg, "rare", device, "a labelled anomaly benchmark (smd, nab, ucr)")
-    name, patch, lookback = bench.name, bench.patch, bench.lookback
+DETECTION_METRICS = ("auc_pr", "auroc", "best_f1", "pa_f1", "vus_pr", "vus_roc", "ucr_hit", "false_alarm@0.01")
+
+
+def score_seed(bench: AnomalyBench, cfg: DictConfig, seed: int, device, baselines: bool) -> tuple[list[dict], list[str]]:
+    """Per-series rows of every model of ``bench`` (and of the raw baselines when ``baselines``) on the series
+    that hold an anomaly, and the names of those skipped for holding none."""
     per_series, skipped = [], []
     for _, item in bench.selected(cfg.eval.series):
         if item.labels.sum() == 0:
@@ -224,10 +229,11 @@ def run(cfg: DictConfig) -> Path:
             continue
         setup = bench.setup(item, cfg.eval.max_train_windows)
         vus_window = sliding_window(np.nan_to_num(item.series.values[:, 0]))  # TSB-AD: first channel's period
-        window_scores = {(m, "baseline"): s for m, s in baseline_scores(setup, cfg.seed).items()}
+        window_scores = ({(m, "baseline"): s for m, s in baseline_scores(setup, seed).items()} if baselines
+                         else {})
         false_alarm = {}
         for model, (enc, pred) in bench.models.items():
-            scores, calibration = encoder_scores(enc, pred, setup, cfg, device, f"{item.name}/{model}")
+            scores, calibration = encoder_scores(enc, pred, setup, cfg, device, f"s{seed} {item.name}/{model}")
             window_scores |= {(model, mode): s for mode, s in scores.items()}
             false_alarm |= {(model, mode): rate for mode, rate in calibration.items()}
         for (model, mode), s in window_scores.items():
@@ -235,24 +241,45 @@ def run(cfg: DictConfig) -> Path:
             row = {"model": model, "mode": mode, "horizon": None, "series": item.name,
                    **detection_metrics(item.labels, rows, vus_window), "vus_window": vus_window,
                    "n_windows": len(setup.test)}
-            if name == "ucr":
+            if bench.name == "ucr":
                 row["ucr_hit"] = ucr_hit(item.segments[0], rows)
             if (model, mode) in false_alarm:
                 row["false_alarm@0.01"] = false_alarm[model, mode]
             per_series.append(row)
-        print(f"{item.name}: " + "  ".join(f"{r['model']}/{r['mode']} auc_pr={r['auc_pr']:.3f}"
-                                           for r in per_series if r["series"] == item.name), flush=True)
+        print(f"seed {seed} {item.name}: " + "  ".join(f"{r['model']}/{r['mode']} auc_pr={r['auc_pr']:.3f}"
+                                                     for r in per_series if r["series"] == item.name), flush=True)
     if not per_series:
-        raise ValueError(f"no series with an anomaly to score in {name} (eval.series={cfg.eval.series})")
-    means = mean_rows(per_series)
+        raise ValueError(f"no series with an anomaly to score in {bench.name} (eval.series={cfg.eval.series})")
+    return per_series, skipped
+
+
+def run(cfg: DictConfig) -> Path:
+    start = time.time()
+    device = resolve_device(cfg.device)
+    ckpts = seed_checkpoints(cfg)
+    by_seed, per_seed_rows = {}, {}
+    for i, (seed, ckpt) in enumerate(ckpts.items()):
+        bench = AnomalyBench.load(cfg, "rare", device, "a labelled anomaly benchmark (smd, nab, ucr)", ckpt=ckpt,
+                                  seed=seed)
+        per_series, skipped = score_seed(bench, cfg, seed, device, baselines=i == 0)
+        by_seed[seed] = mean_rows(per_series) + per_series
+        per_seed_rows[str(seed)] = by_seed[seed]
+    rows = aggregate_seeds(by_seed, keys=("model", "mode", "series"), metrics=DETECTION_METRICS)
+    name, patch, lookback, seeds = bench.name, bench.patch, bench.lookback, list(ckpts)
+    n_series = len({r["series"] for r in rows}) - 1
     out = write_results(
-        cfg.out_dir, "rare", name, means + per_series, seed=cfg.seed, device=device_description(device),
-        wall_s=time.time() - start,
-        extra={"ckpt": str(cfg.ckpt), "pretrain_step": bench.pretrain_step, "lookback": lookback, "patch": patch,
-               "skipped_without_anomaly": skipped},
+        cfg.out_dir, "rare", name, rows, seed=seeds[0] if len(seeds) == 1 else seeds,
+        device=device_description(device), wall_s=time.time() - start,
+        extra={"ckpt": str(cfg.ckpt), "checkpoints": {str(k): v for k, v in ckpts.items()},
+               "pretrain_step": bench.pretrain_step, "lookback": lookback, "patch": patch,
+               "skipped_without_anomaly": skipped, "per_seed": per_seed_rows if len(seeds) > 1 else {}},
         notes=(f"Every test row scored (window scores mapped to the rows of each window's last {patch}-row patch; "
-               f"lookback {lookback}); `series: mean` rows average the {len(per_series) // len(means)} series "
-               "holding an anomaly. `vus_pr` / `vus_roc`: TSB-AD 1.5's VUS with the period of the series' first channel "
+               f"lookback {lookback}); `series: mean` rows average the {n_series} series "
+               "holding an anomaly. Encoder rows: mean over the pretraining seed(s) "
+               f"{seeds} (each with its own random-init twin), `<metric>_std` the sample std over seeds (the std "
+               "of the per-seed means on `series: mean` rows; absent for one seed); baselines come from the "
+               "first seed (n_seeds 1). "
+               "`vus_pr` / `vus_roc`: TSB-AD 1.5's VUS with the period of the series' first channel "
                "as window (`vus_window`, TSB-AD's find_length_rank). `best_f1` has no point adjustment; `pa_f1` is point-adjusted (shown for "
                "comparison with the literature only). `prediction`: latent prediction error of the masked last "
                "patch; `chi2`: squared norm of the whitened window embedding (chi-square with D dof, p-value "
@@ -262,6 +289,6 @@ def run(cfg: DictConfig) -> Path:
                "`random-init`: same architecture, random weights. Baselines on the same last patches: robust "
                "z-score, PCA (95% variance) reconstruction error, IsolationForest."),
     )
-    plot_series(out.with_suffix(".png"), per_series, "auc_pr")
+    plot_series(out.with_suffix(".png"), [r for r in rows if r["series"] != "mean"], "auc_pr")
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
     return out
