@@ -1,6 +1,7 @@
 """Anomaly metrics, latent scores, and the rare / crosschannel evals on real SMD and UCR with tiny encoders."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -122,17 +123,21 @@ def test_rare_eval_scores_every_test_row(smd_checkpoint, tmp_path):
     assert any(r["series"] == "mean" for r in record["rows"])
 
 
-def test_rare_eval_scores_several_pretraining_seeds_each_with_its_twin(smd_checkpoint, tmp_path):
-    import shutil
-
-    from tsjepa.eval import rare
-
-    for seed in (0, 1):  # the same weights under two seeds: only the random-init twins differ
+@pytest.fixture
+def two_seeds(smd_checkpoint, tmp_path) -> str:
+    """A checkpoint glob over seeds 0 and 1 holding the same weights: only their random-init twins differ."""
+    for seed in (0, 1):
         ckpt = shutil.copytree(smd_checkpoint, tmp_path / f"run-s{seed}" / "checkpoints" / "last")
         config = json.loads((ckpt / "config.json").read_text())
         (ckpt / "config.json").write_text(json.dumps({**config, "seed": seed}))
-    cfg = compose_config("eval", ["eval=rare", "data=smd", f"ckpt={tmp_path}/run-s*/checkpoints/last",
-                                  f"out_dir={tmp_path}", "eval.series=[machine-1-2]", "eval.max_train_windows=200"])
+    return f"{tmp_path}/run-s*/checkpoints/last"
+
+
+def test_rare_eval_scores_several_pretraining_seeds_each_with_its_twin(two_seeds, tmp_path):
+    from tsjepa.eval import rare
+
+    cfg = compose_config("eval", ["eval=rare", "data=smd", f"ckpt={two_seeds}", f"out_dir={tmp_path}",
+                                  "eval.series=[machine-1-2]", "eval.max_train_windows=200"])
     record = json.loads(rare.run(cfg).read_text())
     assert record["seed"] == [0, 1] and set(record["per_seed"]) == {"0", "1"}
     rows = {(r["model"], r["mode"], r["series"]): r for r in record["rows"]}
@@ -144,8 +149,8 @@ def test_rare_eval_scores_several_pretraining_seeds_each_with_its_twin(smd_check
     assert twin["auc_pr"] == pytest.approx(sum(seed_twins) / 2)
     assert rows["pca", "baseline", "mean"]["n_seeds"] == 1 and "auc_pr_std" not in rows["pca", "baseline", "mean"]
     with pytest.raises(ValueError, match=r"no checkpoint of seed\(s\) \[7\]"):
-        rare.run(compose_config("eval", ["eval=rare", "data=smd", f"ckpt={tmp_path}/run-s*/checkpoints/last",
-                                         f"out_dir={tmp_path}", "eval.seeds=[7]"]))
+        rare.run(compose_config("eval", ["eval=rare", "data=smd", f"ckpt={two_seeds}", f"out_dir={tmp_path}",
+                                         "eval.seeds=[7]"]))
 
 
 def test_rare_eval_reads_windows_shorter_than_the_encoder_span(smd_checkpoint, tmp_path):
@@ -181,6 +186,21 @@ def test_crosschannel_eval_ranks_channels(smd_checkpoint, tmp_path):
         assert 0 <= r["hitrate@100"] <= r["hitrate@150"] <= 1 and 0 <= r["top1"] <= 1 and 0 < r["mrr"] <= 1
         assert r["n_segments"] == 10 and r["n_injected"] == 6
     assert record["chance_top1"] == pytest.approx(1 / 38)
+
+
+def test_crosschannel_eval_scores_several_pretraining_seeds_on_the_same_windows(two_seeds, tmp_path):
+    from tsjepa.eval import crosschannel
+
+    cfg = compose_config("eval", ["eval=crosschannel", "data=smd", f"ckpt={two_seeds}", f"out_dir={tmp_path}",
+                                  "eval.series=[machine-1-2]", "eval.windows_per_segment=1", "eval.injections=6",
+                                  "eval.normal_windows=20"])
+    record = json.loads(crosschannel.run(cfg).read_text())
+    assert record["seed"] == [0, 1] and set(record["per_seed"]) == {"0", "1"}
+    rows = {(r["model"], r["mode"], r["series"]): r for r in record["rows"]}
+    ours, twin = rows["tsjepa", "chi2", "mean"], rows["random-init", "chi2", "mean"]
+    assert ours["n_seeds"] == twin["n_seeds"] == 2
+    assert ours["hitrate@150_std"] == 0.0 and ours["top1_std"] == 0.0  # same weights, same injected windows
+    assert rows["zscore", "baseline", "mean"]["n_seeds"] == 1
 
 
 def test_rank_of_counts_ties_against_the_true_channel():

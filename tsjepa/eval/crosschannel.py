@@ -38,10 +38,11 @@ from sklearn.ensemble import IsolationForest  # noqa: E402
 
 from tsjepa.data.batch import Batch  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
+from tsjepa.eval import seed_checkpoints  # noqa: E402
 from tsjepa.eval.detection import localisation_metrics  # noqa: E402
 from tsjepa.eval.latent_scores import Whitener, latent_scores, standardised  # noqa: E402
 from tsjepa.eval.rare import AnomalyBench, ScoringSetup, mean_rows  # noqa: E402
-from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
+from tsjepa.results import aggregate_seeds, device_description, save_figure, write_results  # noqa: E402
 
 
 class ChannelBaselines:
@@ -130,27 +131,29 @@ def plot(path: Path, rows: list[dict]) -> None:
     save_figure(fig, path)
 
 
-def run(cfg: DictConfig) -> Path:
-    start = time.time()
-    device = resolve_device(cfg.device)
-    bench = AnomalyBench.load(cfg, "crosschannel", device, "a multivariate labelled anomaly benchmark (smd)",
-                              min_channels=2)
-    name, n_channels = bench.name, len(bench.data.channels)
-    batch = max(1, cfg.eval.batch_size // n_channels)
+METRICS = ("hitrate@100", "hitrate@150", "ndcg@100", "ndcg@150", "top1", "mrr")
+
+
+def score_seed(bench: AnomalyBench, cfg: DictConfig, device, with_baselines: bool) -> list[dict]:
+    """Per-machine rows of every model of ``bench`` (and of the per-channel baselines when ``with_baselines``). The
+    injected windows depend on ``cfg.seed`` only, so every pretraining seed ranks the same windows."""
+    batch = max(1, cfg.eval.batch_size // len(bench.data.channels))
     per_series = []
     for k, item in bench.selected(cfg.eval.series):
         setup = bench.setup(item, cfg.eval.normal_windows)
-        baselines = ChannelBaselines(setup.scaled[: item.test_start], cfg.seed)
         segments = [s for s in item.segments if s.channels]
         seg_windows = [segment_windows(setup, s.start, s.end, cfg.eval.windows_per_segment) for s in segments]
         targets, channels, sources = injection(setup, cfg.eval.injections, cfg.seed + k)
         rank_scores: dict[tuple[str, str], tuple[list[np.ndarray], np.ndarray]] = {}
-        first = item.test_start
-        seg_rows = [setup.scaled[first + s.start : first + s.end][None] for s in segments]
-        seg_baselines = [baselines(r) for r in seg_rows]  # name -> [1, C] per segment
-        inj_baselines = baselines(injected_rows(setup, targets, channels, sources))
-        for baseline in ("zscore", "pca", "iforest"):
-            rank_scores[baseline, "baseline"] = ([b[baseline][0] for b in seg_baselines], inj_baselines[baseline])
+        if with_baselines:
+            first = item.test_start
+            baselines = ChannelBaselines(setup.scaled[:first], cfg.seed)
+            seg_baselines = [baselines(setup.scaled[first + s.start : first + s.end][None])
+                             for s in segments]  # name -> [1, C] per segment
+            inj_baselines = baselines(injected_rows(setup, targets, channels, sources))
+            for baseline in ("zscore", "pca", "iforest"):
+                rank_scores[baseline, "baseline"] = ([b[baseline][0] for b in seg_baselines],
+                                                     inj_baselines[baseline])
         for model, (enc, pred) in bench.models.items():
             desc = f"{item.name}/{model}"
             normal = latent_scores(enc, pred, setup.windows, setup.train[: setup.n_fit], batch, device,
@@ -177,13 +180,31 @@ def run(cfg: DictConfig) -> Path:
         print(f"{item.name}: " + "  ".join(f"{r['model']}/{r['mode']} hit@150={r['hitrate@150']:.3f} "
                                            f"top1={r['top1']:.2f}" for r in per_series if r["series"] == item.name),
               flush=True)
-    means = mean_rows(per_series)
+    return per_series
+
+
+def run(cfg: DictConfig) -> Path:
+    start = time.time()
+    device = resolve_device(cfg.device)
+    ckpts = seed_checkpoints(cfg)
+    by_seed = {}
+    for i, (seed, ckpt) in enumerate(ckpts.items()):
+        bench = AnomalyBench.load(cfg, "crosschannel", device, "a multivariate labelled anomaly benchmark (smd)",
+                                  min_channels=2, ckpt=ckpt, seed=seed)
+        per_series = score_seed(bench, cfg, device, with_baselines=i == 0)
+        by_seed[seed] = mean_rows(per_series) + per_series
+    rows = aggregate_seeds(by_seed, keys=("model", "mode", "series"), metrics=METRICS)
+    name, n_channels, seeds = bench.name, len(bench.data.channels), list(ckpts)
     out = write_results(
-        cfg.out_dir, "crosschannel", name, means + per_series, seed=cfg.seed, device=device_description(device),
-        wall_s=time.time() - start,
-        extra={"ckpt": str(cfg.ckpt), "pretrain_step": bench.pretrain_step, "lookback": bench.lookback,
-               "patch": bench.patch, "chance_top1": 1 / n_channels},
-        notes=("Localisation against `interpretation_label`: HitRate@P% = share of a segment's labelled channels "
+        cfg.out_dir, "crosschannel", name, rows, seed=seeds[0] if len(seeds) == 1 else seeds,
+        device=device_description(device), wall_s=time.time() - start,
+        extra={"ckpt": str(cfg.ckpt), "checkpoints": {str(k): v for k, v in ckpts.items()},
+               "pretrain_step": bench.pretrain_step, "lookback": bench.lookback, "patch": bench.patch,
+               "chance_top1": 1 / n_channels,
+               "per_seed": {str(k): v for k, v in by_seed.items()} if len(seeds) > 1 else {}},
+        notes=(f"Encoder rows: mean over the pretraining seed(s) {seeds} (each with its own random-init twin), "
+               "`<metric>_std` the sample std over seeds (absent for one seed); baselines from the first seed. "
+               "Localisation against `interpretation_label`: HitRate@P% = share of a segment's labelled channels "
                "among the top ceil(P% x their number) ranked channels; NDCG at the same cut-off; averaged over "
                "segments, then machines (`series: mean`). tsjepa/random-init rank by the latent prediction error "
                "of a channel's last patch when it alone is masked, standardised by normal train windows "
@@ -193,6 +214,6 @@ def run(cfg: DictConfig) -> Path:
                f"train window; `top1` = share ranked first (chance {1 / n_channels:.3f}), `mrr` = mean "
                "reciprocal rank. Baselines per channel: robust z-score, PCA residual, IsolationForest score."),
     )
-    plot(out.with_suffix(".png"), means + per_series)
+    plot(out.with_suffix(".png"), rows)
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
     return out
