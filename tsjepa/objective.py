@@ -125,7 +125,7 @@ def slot_centred(embeddings: Tensor, patch_observed: Tensor) -> Tensor:
     explain. Unobserved tokens keep their values (they never enter SIGReg)."""
     weight = patch_observed[..., None].to(embeddings.dtype)
     sums = global_sum((embeddings * weight).sum(0))
-    counts = global_sum(weight.sum(0).detach())
+    counts = global_sum(weight.sum(0))
     return embeddings - weight * sums / counts.clamp(min=1)
 
 

@@ -257,13 +257,12 @@ def run(cfg: DictConfig) -> Path:
     start = time.time()
     device = resolve_device(cfg.device)
     ckpts = seed_checkpoints(cfg)
-    by_seed, per_seed_rows = {}, {}
+    by_seed = {}
     for i, (seed, ckpt) in enumerate(ckpts.items()):
         bench = AnomalyBench.load(cfg, "rare", device, "a labelled anomaly benchmark (smd, nab, ucr)", ckpt=ckpt,
                                   seed=seed)
         per_series, skipped = score_seed(bench, cfg, seed, device, baselines=i == 0)
         by_seed[seed] = mean_rows(per_series) + per_series
-        per_seed_rows[str(seed)] = by_seed[seed]
     rows = aggregate_seeds(by_seed, keys=("model", "mode", "series"), metrics=DETECTION_METRICS)
     name, patch, lookback, seeds = bench.name, bench.patch, bench.lookback, list(ckpts)
     n_series = len({r["series"] for r in rows}) - 1
@@ -272,7 +271,7 @@ def run(cfg: DictConfig) -> Path:
         device=device_description(device), wall_s=time.time() - start,
         extra={"ckpt": str(cfg.ckpt), "checkpoints": {str(k): v for k, v in ckpts.items()},
                "pretrain_step": bench.pretrain_step, "lookback": lookback, "patch": patch,
-               "skipped_without_anomaly": skipped, "per_seed": per_seed_rows if len(seeds) > 1 else {}},
+               "skipped_without_anomaly": skipped, "per_seed": {str(k): v for k, v in by_seed.items()} if len(seeds) > 1 else {}},
         notes=(f"Every test row scored (window scores mapped to the rows of each window's last {patch}-row patch; "
                f"lookback {lookback}); `series: mean` rows average the {n_series} series "
                "holding an anomaly. Encoder rows: mean over the pretraining seed(s) "
