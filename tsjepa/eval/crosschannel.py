@@ -38,11 +38,10 @@ from sklearn.ensemble import IsolationForest  # noqa: E402
 
 from tsjepa.data.batch import Batch  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
-from tsjepa.eval import seed_checkpoints  # noqa: E402
 from tsjepa.eval.detection import localisation_metrics  # noqa: E402
 from tsjepa.eval.latent_scores import Whitener, latent_scores, standardised  # noqa: E402
-from tsjepa.eval.rare import AnomalyBench, ScoringSetup, mean_rows  # noqa: E402
-from tsjepa.results import aggregate_seeds, device_description, save_figure, write_results  # noqa: E402
+from tsjepa.eval.rare import AnomalyBench, AnomalySeedRows, ScoringSetup  # noqa: E402
+from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
 
 
 class ChannelBaselines:
@@ -186,22 +185,15 @@ def score_seed(bench: AnomalyBench, cfg: DictConfig, device, with_baselines: boo
 def run(cfg: DictConfig) -> Path:
     start = time.time()
     device = resolve_device(cfg.device)
-    ckpts = seed_checkpoints(cfg)
-    by_seed = {}
-    for i, (seed, ckpt) in enumerate(ckpts.items()):
-        bench = AnomalyBench.load(cfg, "crosschannel", device, "a multivariate labelled anomaly benchmark (smd)",
-                                  min_channels=2, ckpt=ckpt, seed=seed)
-        per_series = score_seed(bench, cfg, device, with_baselines=i == 0)
-        by_seed[seed] = mean_rows(per_series) + per_series
-    rows = aggregate_seeds(by_seed, keys=("model", "mode", "series"), metrics=METRICS)
-    name, n_channels, seeds = bench.name, len(bench.data.channels), list(ckpts)
+    scored = AnomalySeedRows.score(cfg, "crosschannel", device, "a multivariate labelled anomaly benchmark (smd)",
+                              lambda bench, seed, baselines: score_seed(bench, cfg, device, baselines),
+                              min_channels=2)
+    rows, seeds = scored.rows(METRICS), scored.seeds
+    n_channels = len(scored.bench.data.channels)
     out = write_results(
-        cfg.out_dir, "crosschannel", name, rows, seed=seeds[0] if len(seeds) == 1 else seeds,
+        cfg.out_dir, "crosschannel", scored.bench.name, rows, seed=scored.seed_field,
         device=device_description(device), wall_s=time.time() - start,
-        extra={"ckpt": str(cfg.ckpt), "checkpoints": {str(k): v for k, v in ckpts.items()},
-               "pretrain_step": bench.pretrain_step, "lookback": bench.lookback, "patch": bench.patch,
-               "chance_top1": 1 / n_channels,
-               "per_seed": {str(k): v for k, v in by_seed.items()} if len(seeds) > 1 else {}},
+        extra={"ckpt": str(cfg.ckpt), **scored.record(), "chance_top1": 1 / n_channels},
         notes=(f"Encoder rows: mean over the pretraining seed(s) {seeds} (each with its own random-init twin), "
                "`<metric>_std` the sample std over seeds (absent for one seed); baselines from the first seed. "
                "Localisation against `interpretation_label`: HitRate@P% = share of a segment's labelled channels "

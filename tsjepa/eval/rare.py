@@ -28,6 +28,7 @@ adjustment and, labelled, point-adjusted F1; UCR accuracy for UCR. Every model s
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,6 +187,48 @@ class AnomalyBench:
         return ScoringSetup(item, self.ids, self.lookback, self.patch, max_train)
 
 
+@dataclass
+class AnomalySeedRows:
+    """An anomaly harness's rows over the pretraining seeds of ``cfg.ckpt``: seed -> its ``series: mean`` rows,
+    then its per-series rows; and the last seed's bench (the data and window geometry every seed shares)."""
+
+    checkpoints: dict[int, str]
+    by_seed: dict[int, list[dict]]
+    bench: AnomalyBench
+
+    @classmethod
+    def score(cls, cfg: DictConfig, task: str, device, needs: str,
+              score_seed: Callable[[AnomalyBench, int, bool], list[dict]], min_channels: int = 1) -> AnomalySeedRows:
+        """Load each seed's ``AnomalyBench`` (``needs`` and ``min_channels`` as in ``AnomalyBench.load``) and
+        score it with ``score_seed(bench, seed, baselines)``: the raw baselines with the first seed only."""
+        checkpoints, by_seed = seed_checkpoints(cfg), {}
+        for i, (seed, ckpt) in enumerate(checkpoints.items()):
+            bench = AnomalyBench.load(cfg, task, device, needs, min_channels=min_channels, ckpt=ckpt, seed=seed)
+            per_series = score_seed(bench, seed, i == 0)
+            by_seed[seed] = mean_rows(per_series) + per_series
+        return cls(checkpoints, by_seed, bench)
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.checkpoints)
+
+    def rows(self, metrics: tuple[str, ...]) -> list[dict]:
+        """Mean over seeds per (model, mode, series), with ``<metric>_std`` and ``n_seeds``."""
+        return aggregate_seeds(self.by_seed, keys=("model", "mode", "series"), metrics=metrics)
+
+    @property
+    def seed_field(self) -> int | list[int]:
+        """The result file's ``seed``: the one scored seed, or the list of them."""
+        return self.seeds if len(self.seeds) > 1 else self.seeds[0]
+
+    def record(self) -> dict:
+        """The result file's fields about the scored checkpoints, and (several seeds) each seed's rows."""
+        return {"checkpoints": {str(k): v for k, v in self.checkpoints.items()},
+                "pretrain_step": self.bench.pretrain_step, "lookback": self.bench.lookback,
+                "patch": self.bench.patch,
+                "per_seed": {str(k): v for k, v in self.by_seed.items()} if len(self.seeds) > 1 else {}}
+
+
 def mean_rows(per_series: list[dict]) -> list[dict]:
     """One ``series: mean`` row per (model, mode): metrics averaged over the series, then counts (``n_*``)
     summed."""
@@ -219,13 +262,18 @@ def plot_series(path: Path, per_series: list[dict], metric: str) -> None:
 DETECTION_METRICS = ("auc_pr", "auroc", "best_f1", "pa_f1", "vus_pr", "vus_roc", "ucr_hit", "false_alarm@0.01")
 
 
-def score_seed(bench: AnomalyBench, cfg: DictConfig, seed: int, device, baselines: bool) -> tuple[list[dict], list[str]]:
+def without_anomaly(bench: AnomalyBench, names: list[str] | None) -> list[str]:
+    """The selected series that hold no labelled anomaly (skipped: no detection metric is defined on them)."""
+    return [item.name for _, item in bench.selected(names) if item.labels.sum() == 0]
+
+
+def score_seed(bench: AnomalyBench, cfg: DictConfig, seed: int, device, baselines: bool) -> list[dict]:
     """Per-series rows of every model of ``bench`` (and of the raw baselines when ``baselines``) on the series
-    that hold an anomaly, and the names of those skipped for holding none."""
-    per_series, skipped = [], []
+    that hold an anomaly."""
+    per_series = []
+    skipped = without_anomaly(bench, cfg.eval.series)
     for _, item in bench.selected(cfg.eval.series):
-        if item.labels.sum() == 0:
-            skipped.append(item.name)
+        if item.name in skipped:
             continue
         setup = bench.setup(item, cfg.eval.max_train_windows)
         vus_window = sliding_window(np.nan_to_num(item.series.values[:, 0]))  # TSB-AD: first channel's period
@@ -250,28 +298,22 @@ def score_seed(bench: AnomalyBench, cfg: DictConfig, seed: int, device, baseline
                                                      for r in per_series if r["series"] == item.name), flush=True)
     if not per_series:
         raise ValueError(f"no series with an anomaly to score in {bench.name} (eval.series={cfg.eval.series})")
-    return per_series, skipped
+    return per_series
 
 
 def run(cfg: DictConfig) -> Path:
     start = time.time()
     device = resolve_device(cfg.device)
-    ckpts = seed_checkpoints(cfg)
-    by_seed = {}
-    for i, (seed, ckpt) in enumerate(ckpts.items()):
-        bench = AnomalyBench.load(cfg, "rare", device, "a labelled anomaly benchmark (smd, nab, ucr)", ckpt=ckpt,
-                                  seed=seed)
-        per_series, skipped = score_seed(bench, cfg, seed, device, baselines=i == 0)
-        by_seed[seed] = mean_rows(per_series) + per_series
-    rows = aggregate_seeds(by_seed, keys=("model", "mode", "series"), metrics=DETECTION_METRICS)
-    name, patch, lookback, seeds = bench.name, bench.patch, bench.lookback, list(ckpts)
+    scored = AnomalySeedRows.score(cfg, "rare", device, "a labelled anomaly benchmark (smd, nab, ucr)",
+                              lambda bench, seed, baselines: score_seed(bench, cfg, seed, device, baselines))
+    rows, bench, seeds = scored.rows(DETECTION_METRICS), scored.bench, scored.seeds
+    patch, lookback = bench.patch, bench.lookback
     n_series = len({r["series"] for r in rows}) - 1
     out = write_results(
-        cfg.out_dir, "rare", name, rows, seed=seeds[0] if len(seeds) == 1 else seeds,
+        cfg.out_dir, "rare", bench.name, rows, seed=scored.seed_field,
         device=device_description(device), wall_s=time.time() - start,
-        extra={"ckpt": str(cfg.ckpt), "checkpoints": {str(k): v for k, v in ckpts.items()},
-               "pretrain_step": bench.pretrain_step, "lookback": lookback, "patch": patch,
-               "skipped_without_anomaly": skipped, "per_seed": {str(k): v for k, v in by_seed.items()} if len(seeds) > 1 else {}},
+        extra={"ckpt": str(cfg.ckpt), **scored.record(),
+               "skipped_without_anomaly": without_anomaly(bench, cfg.eval.series)},
         notes=(f"Every test row scored (window scores mapped to the rows of each window's last {patch}-row patch; "
                f"lookback {lookback}); `series: mean` rows average the {n_series} series "
                "holding an anomaly. Encoder rows: mean over the pretraining seed(s) "
