@@ -187,16 +187,18 @@ class _AllReduceSum(torch.autograd.Function):
         return grad
 
 
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def global_sum(x: Tensor) -> Tensor:
     """``x`` summed over the ranks of a distributed run (gradients summed back, see `_AllReduceSum`); ``x``
     itself in a single process."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return _AllReduceSum.apply(x)
-    return x
+    return _AllReduceSum.apply(x) if _distributed() else x
 
 
 def _global_sums(cos_sum: Tensor, sin_sum: Tensor, n: int) -> tuple[Tensor, Tensor, int]:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _distributed():
         cos_sum, sin_sum = global_sum(cos_sum), global_sum(sin_sum)
         count = torch.tensor([n], dtype=torch.long, device=cos_sum.device)
         dist.all_reduce(count)
