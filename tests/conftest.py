@@ -32,6 +32,19 @@ def compose_config(name: str, overrides: list[str]):
         return compose(config_name=name, overrides=overrides)
 
 
+def seed_copies(ckpt: Path, folder: Path, seeds=(0, 1)) -> str:
+    """A checkpoint glob over copies of ``ckpt`` relabelled as pretraining seeds ``seeds``: the same weights, so
+    only their random-init twins differ."""
+    import json
+    import shutil
+
+    for seed in seeds:
+        copy = shutil.copytree(ckpt, folder / f"run-s{seed}" / "checkpoints" / "last")
+        config = json.loads((copy / "config.json").read_text())
+        (copy / "config.json").write_text(json.dumps({**config, "seed": seed}))
+    return f"{folder}/run-s*/checkpoints/last"
+
+
 def train_config(run_dir, steps=4):
     """A tiny model pretrained on real ETTh1 for a few steps."""
     return compose_config("train", [

@@ -1,12 +1,11 @@
 """Anomaly metrics, latent scores, and the rare / crosschannel evals on real SMD and UCR with tiny encoders."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_MODEL, compose_config
+from conftest import TINY_MODEL, compose_config, seed_copies
 from scipy.stats import chi2
 
 import tsjepa.train as train_module
@@ -126,11 +125,7 @@ def test_rare_eval_scores_every_test_row(smd_checkpoint, tmp_path):
 @pytest.fixture
 def two_seeds(smd_checkpoint, tmp_path) -> str:
     """A checkpoint glob over seeds 0 and 1 holding the same weights: only their random-init twins differ."""
-    for seed in (0, 1):
-        ckpt = shutil.copytree(smd_checkpoint, tmp_path / f"run-s{seed}" / "checkpoints" / "last")
-        config = json.loads((ckpt / "config.json").read_text())
-        (ckpt / "config.json").write_text(json.dumps({**config, "seed": seed}))
-    return f"{tmp_path}/run-s*/checkpoints/last"
+    return seed_copies(smd_checkpoint, tmp_path)
 
 
 def test_rare_eval_scores_several_pretraining_seeds_each_with_its_twin(two_seeds, tmp_path):

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_MODEL, compose_config, train_config
+from conftest import TINY_MODEL, compose_config, seed_copies, train_config
 from safetensors.torch import load_file
 
 import tsjepa.train as train_module
@@ -167,19 +167,26 @@ def test_irregular_eval_drops_lookback_observations_only(pretrained, tmp_path):
     from tsjepa.eval import irregular
 
     cfg = compose_config("eval", [
-        "eval=irregular", f"ckpt={pretrained}", f"out_dir={tmp_path}", "eval.horizons=[96]",
+        "eval=irregular", f"ckpt={seed_copies(pretrained, tmp_path)}", f"out_dir={tmp_path}", "eval.horizons=[96]",
         "eval.fractions=[0.0,0.7]",
     ])
     record = json.loads(irregular.run(cfg).read_text())
     rows = {(r["model"], r["mode"], r["drop"]): r for r in record["rows"]}
-    assert set(rows) == {(m, mode, p) for m, mode in [("tsjepa", "probe"), ("linear", "ffill-filled"),
-                                                     ("linear", "linear-filled")] for p in (0.0, 0.7)}
+    assert set(rows) == {(m, mode, p) for m, mode in [("tsjepa", "probe"), ("random-init", "probe"),
+                                                     ("linear", "ffill-filled"), ("linear", "linear-filled")]
+                         for p in (0.0, 0.7)}
     assert all(r["n_windows"] == 2785 for r in rows.values())  # targets are never dropped: every window scored
     # nothing dropped: both fills are the raw window, the known linear reference
     assert rows["linear", "ffill-filled", 0.0]["mse"] == pytest.approx(0.370, abs=0.01)
     assert rows["linear", "linear-filled", 0.0]["mse"] == rows["linear", "ffill-filled", 0.0]["mse"]
     for mode in ("ffill-filled", "linear-filled"):
         assert rows["linear", mode, 0.7]["mse"] > rows["linear", mode, 0.0]["mse"]
+    # two seeds of the same weights: the same drops, so tsjepa's spread is 0; each seed draws its own twin
+    assert record["seed"] == [0, 1] and set(record["per_seed"]) == {"0", "1"}
+    for p in (0.0, 0.7):
+        assert rows["tsjepa", "probe", p]["n_seeds"] == 2 and rows["tsjepa", "probe", p]["mse_std"] == 0.0
+        assert rows["random-init", "probe", p]["mse_std"] > 0
+        assert rows["linear", "ffill-filled", p]["n_seeds"] == 1
     assert tmp_path.joinpath("irregular", "etth1.png").exists()
 
 
@@ -188,17 +195,19 @@ def test_channel_identity_eval(pretrained, tmp_path):
 
     cfg = compose_config("eval", ["eval=channels", f"ckpt={pretrained}", f"out_dir={tmp_path}"])
     record = json.loads(channels.run(cfg).read_text())
-    rows = {r["mode"]: r for r in record["rows"]}
-    reference = rows["reference"]
-    # ids travel with the data: permuting channels permutes the forecasts and nothing else
-    assert rows["order-permuted"]["max_abs_diff"] < 1e-4
-    assert rows["order-permuted"]["mse"] == pytest.approx(reference["mse"], rel=1e-5)
-    # the same values told they come from other sensors give other forecasts
-    assert rows["ids-shuffled"]["mse"] != pytest.approx(reference["mse"], rel=1e-6)
-    drops = [m for m in rows if m.startswith("drop ")]
-    assert len(drops) == 7 and rows["keep first 3"]["n_windows"] == 2785
-    for mode in drops:  # fewer channels than in pretraining still encode and forecast
-        assert 0.1 < rows[mode]["mse"] < 2.0 and rows[mode]["mse_reference"] > 0
+    rows = {(r["model"], r["mode"]): r for r in record["rows"]}
+    for model in ("tsjepa", "random-init"):  # the twin goes through the same changes
+        reference = rows[model, "reference"]
+        # ids travel with the data: permuting channels permutes the forecasts and nothing else
+        assert rows[model, "order-permuted"]["max_abs_diff"] < 1e-4
+        assert rows[model, "order-permuted"]["mse"] == pytest.approx(reference["mse"], rel=1e-5)
+        # the same values told they come from other sensors give other forecasts
+        assert rows[model, "ids-shuffled"]["mse"] != pytest.approx(reference["mse"], rel=1e-6)
+        drops = [mode for m, mode in rows if m == model and mode.startswith("drop ")]
+        assert len(drops) == 7 and rows[model, "keep first 3"]["n_windows"] == 2785
+        for mode in drops:  # fewer channels than in pretraining still encode and forecast
+            assert 0.1 < rows[model, mode]["mse"] < 2.0 and rows[model, mode]["mse_reference"] > 0
+    assert rows["tsjepa", "reference"]["mse"] != rows["random-init", "reference"]["mse"]
 
 
 def test_projector_is_kept_for_resuming_and_left_out_of_the_pretrained_encoder(tmp_path):

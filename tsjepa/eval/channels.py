@@ -11,6 +11,10 @@ with the same head, and scored on every test window:
 - ``drop <channel>``: that channel removed; the MSE on the remaining channels is set beside the reference
   MSE on the same channels (``mse_reference``), which shows how gracefully the model degrades.
 - ``keep first k``: only the first k channels (a different number of channels than in pretraining).
+
+The same architecture with random weights (``eval.random_baseline``) goes through the same changes. A checkpoint
+glob over pretraining seeds scores each seed with its own twin; rows carry the mean, ``<metric>_std`` and
+``n_seeds``.
 """
 
 from __future__ import annotations
@@ -28,11 +32,14 @@ from einops import rearrange  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from tsjepa.checkpoint import from_pretrained  # noqa: E402
+from tsjepa.data.windows import Windows  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
+from tsjepa.eval import seed_checkpoints  # noqa: E402
 from tsjepa.eval.forecast import ForecastData, check_span  # noqa: E402
 from tsjepa.heads import fit_probe, probe_predict  # noqa: E402
-from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
+from tsjepa.models import Encoder  # noqa: E402
+from tsjepa.results import aggregate_seeds, device_description, save_figure, write_results  # noqa: E402
 
 
 def derangement(n: int, gen: torch.Generator) -> torch.Tensor:
@@ -61,24 +68,17 @@ def plot_channels(path: Path, rows: list[dict]) -> None:
     save_figure(fig, path)
 
 
-def run(cfg: DictConfig) -> Path:
-    start = time.time()
-    device = resolve_device(cfg.device)
-    pretrained = from_pretrained(cfg.ckpt, map_location=device)
-    data = ForecastData.load(cfg, "channels", pretrained)
-    ts, name, lookback, horizon = data.series, data.card.name, data.lookback, cfg.eval.horizon
-    n_channels = len(data.ids)
-    if n_channels < 2:
-        raise ValueError(f"{name} has one channel; channel-identity checks need at least two")
-    stride = data.strides(horizon, cfg.eval.max_fit_rows)
-    windows = {s: data.windows(s, horizon, stride[s]) for s in stride}
-    check_span(pretrained.encoder, windows["train"], cfg.ckpt)
-    encoder = pretrained.encoder
+def score_encoder(cfg: DictConfig, encoder: Encoder, model: str, windows: dict[str, Windows], channels: list[str],
+                  device) -> list[dict]:
+    """Rows of one frozen encoder: its ridge probe's test scores on the unchanged windows (``reference``) and
+    under each change. The permutation and id derangement depend on ``cfg.seed`` only, so every encoder and
+    pretraining seed sees the same changes."""
+    horizon, n_channels, n_test = cfg.eval.horizon, len(channels), len(windows["test"])
 
     def encode(split: str, transform=None, desc: str = ""):
         w = windows[split]
         return encode_windows(encoder, w, torch.arange(len(w)), cfg.eval.batch_size, device,
-                              desc=desc or split, transform=transform)
+                              desc=f"{model}/{desc or split}", transform=transform)
 
     encoded = {s: encode(s) for s in windows}
     full = {s: w.batch(torch.arange(len(w))) for s, w in windows.items()}
@@ -87,9 +87,8 @@ def run(cfg: DictConfig) -> Path:
     target = full["test"].target
     reference = probe_predict(head, encoded["test"])
     ref_mse, ref_mae = errors(reference, target)
-    n_test = len(windows["test"])
-    out_rows = [{"model": "tsjepa", "mode": "reference", "horizon": horizon, "mse": float(ref_mse.mean()),
-                 "mae": float(ref_mae.mean()), "n_windows": n_test}]
+    rows = [{"model": model, "mode": "reference", "horizon": horizon, "mse": float(ref_mse.mean()),
+             "mae": float(ref_mae.mean()), "n_windows": n_test}]
     gen = torch.Generator().manual_seed(cfg.seed)
 
     def variant(mode: str, transform, kept: torch.Tensor, reorder: torch.Tensor | None = None) -> None:
@@ -97,35 +96,65 @@ def run(cfg: DictConfig) -> Path:
         if reorder is not None:
             pred = pred[:, reorder]
         mse, mae = errors(pred, target[:, kept])
-        row = {"model": "tsjepa", "mode": mode, "horizon": horizon, "mse": float(mse.mean()),
+        row = {"model": model, "mode": mode, "horizon": horizon, "mse": float(mse.mean()),
                "mae": float(mae.mean()), "mse_reference": float(ref_mse[kept].mean()), "n_windows": n_test}
         if reorder is not None:
             row["max_abs_diff"] = float((pred - reference).abs().max())
-        out_rows.append(row)
-        print(f"{mode:24s} mse={row['mse']:.4f} (reference on these channels {row['mse_reference']:.4f})")
+        rows.append(row)
+        print(f"{model:12s} {mode:24s} mse={row['mse']:.4f} (reference on these channels {row['mse_reference']:.4f})")
 
     every = torch.arange(n_channels)
     perm = derangement(n_channels, gen)
     variant("order-permuted", lambda b: b.select_channels(perm), every, reorder=perm.argsort())
     shuffled = derangement(n_channels, gen)
     variant("ids-shuffled", lambda b: replace(b, channel_ids=b.channel_ids[:, shuffled]), every)
-    for c, channel in enumerate(ts.channels):
+    for c, channel in enumerate(channels):
         rest = every[every != c]
         variant(f"drop {channel}", lambda b, rest=rest: b.select_channels(rest), rest)
     first = every[: cfg.eval.keep_first]
     variant(f"keep first {len(first)}", lambda b: b.select_channels(first), first)
+    return rows
+
+
+def run(cfg: DictConfig) -> Path:
+    start = time.time()
+    device = resolve_device(cfg.device)
+    ckpts = seed_checkpoints(cfg)
+    by_seed, steps = {}, {}
+    for seed, ckpt in ckpts.items():
+        pretrained = from_pretrained(ckpt, map_location=device)
+        data = ForecastData.load(cfg, "channels", pretrained)
+        if len(data.ids) < 2:
+            raise ValueError(f"{data.card.name} has one channel; channel-identity checks need at least two")
+        stride = data.strides(cfg.eval.horizon, cfg.eval.max_fit_rows)
+        windows = {s: data.windows(s, cfg.eval.horizon, stride[s]) for s in stride}
+        check_span(pretrained.encoder, windows["train"], ckpt)
+        torch.manual_seed(seed)
+        encoders = {"tsjepa": pretrained.encoder}
+        if cfg.eval.random_baseline:
+            encoders["random-init"] = Encoder(pretrained.encoder.config).to(device)
+        by_seed[seed] = [row for model, encoder in encoders.items()
+                         for row in score_encoder(cfg, encoder, model, windows, data.series.channels, device)]
+        steps[seed] = pretrained.step
+    rows = aggregate_seeds(by_seed, keys=("model", "mode"), metrics=("mse", "mae", "max_abs_diff"))
+    seeds = list(ckpts)
     out = write_results(
-        cfg.out_dir, "channels", name, out_rows, seed=cfg.seed, device=device_description(device),
-        wall_s=time.time() - start,
-        extra={"ckpt": str(cfg.ckpt), "lookback": lookback, "pretrain_step": pretrained.step,
-               "permutation": perm.tolist(), "shuffled_ids": shuffled.tolist()},
-        notes=(f"One ridge probe (horizon {horizon}, fit on train windows with all channels), applied to test "
-               "windows encoded under each change; MSE/MAE averaged over the channels scored, every test "
-               "window. `mse_reference`: the unchanged model's MSE on the same channels. `order-permuted`: "
-               "channels shuffled with their ids (`max_abs_diff` to the reference forecasts after "
+        cfg.out_dir, "channels", data.card.name, rows, seed=seeds[0] if len(seeds) == 1 else seeds,
+        device=device_description(device), wall_s=time.time() - start,
+        extra={"ckpt": str(cfg.ckpt), "checkpoints": {str(k): v for k, v in ckpts.items()},
+               "lookback": data.lookback, "pretrain_step": steps[seeds[0]] if len(seeds) == 1 else steps,
+               "per_seed": {str(k): v for k, v in by_seed.items()} if len(seeds) > 1 else {}},
+        notes=(f"One ridge probe per encoder (horizon {cfg.eval.horizon}, fit on train windows with all channels), "
+               "applied to test windows encoded under each change; MSE/MAE averaged over the channels scored, "
+               "every test window. `mse_reference`: the unchanged model's MSE on the same channels. "
+               "`order-permuted`: channels shuffled with their ids (`max_abs_diff` to the reference forecasts after "
                "un-shuffling); `ids-shuffled`: ids deranged, data in place; `drop X`: channel X removed; "
-               "`keep first k`: only the first k channels."),
+               "`keep first k`: only the first k channels. `random-init`: the same architecture with random "
+               "weights (its channel embeddings are random vectors, so they too tell channels apart). The raw "
+               "`linear` baseline reads each channel alone, so no change here moves it: its MSE is the forecast "
+               f"table's. Rows: mean over the pretraining seed(s) {seeds} (each with its own random-init twin; "
+               f"the same permutation and derangement, seed {cfg.seed}), `<metric>_std` the sample std over seeds."),
     )
-    plot_channels(out.with_suffix(".png"), out_rows)
+    plot_channels(out.with_suffix(".png"), [r for r in rows if r["model"] == "tsjepa"])
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
     return out

@@ -10,6 +10,9 @@ as in the forecast protocol. Heads are refit at each p on train windows with the
 - ``linear`` / ``ffill-filled`` and ``linear`` / ``linear-filled``: the raw-window ridge model on the lookback with the
   gaps forward-filled or linearly interpolated from the same window's remaining observations;
 - ``random-init`` / ``probe`` (``eval.random_baseline``): the same architecture with random weights.
+
+A checkpoint glob over pretraining seeds (``ckpt='runs/etth1-base-cpu-s*/checkpoints/last'``) scores each seed with
+its own random-init twin on the same dropped observations; rows carry the mean, ``<metric>_std`` and ``n_seeds``.
 """
 
 from __future__ import annotations
@@ -25,15 +28,16 @@ import torch  # noqa: E402
 from einops import rearrange  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from tsjepa.checkpoint import from_pretrained  # noqa: E402
+from tsjepa.checkpoint import Pretrained, from_pretrained  # noqa: E402
 from tsjepa.data.windows import drop_observations  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
+from tsjepa.eval import seed_checkpoints  # noqa: E402
 from tsjepa.eval.baselines import fill_gaps  # noqa: E402
 from tsjepa.eval.forecast import ForecastData, check_span, metrics  # noqa: E402
 from tsjepa.heads import fit_head, fit_probe, probe_predict  # noqa: E402
 from tsjepa.models import Encoder  # noqa: E402
-from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
+from tsjepa.results import aggregate_seeds, device_description, save_figure, write_results  # noqa: E402
 
 FILLS = ("ffill", "linear")
 
@@ -53,15 +57,13 @@ def plot_degradation(path: Path, rows: list[dict], horizons: list[int]) -> None:
     save_figure(fig, path)
 
 
-def run(cfg: DictConfig) -> Path:
-    start = time.time()
-    device = resolve_device(cfg.device)
-    pretrained = from_pretrained(cfg.ckpt, map_location=device)
-    data = ForecastData.load(cfg, "irregular", pretrained)
-    name, lookback = data.card.name, data.lookback
-    horizons = sorted(cfg.eval.horizons or data.card.protocol["horizons"])
+def score_seed(cfg: DictConfig, data: ForecastData, pretrained: Pretrained, seed: int, device, horizons: list[int],
+               baselines: bool) -> list[dict]:
+    """Rows of the checkpoint's encoder (and its random-init twin, drawn with ``seed``) at every drop fraction
+    and horizon, and of the filled raw-window baselines when ``baselines``. The dropped observations depend on
+    ``cfg.seed`` only, so every pretraining seed reads the same lookbacks."""
     alphas = list(cfg.eval.alphas)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(seed)
     encoders = {"tsjepa": pretrained.encoder}
     if cfg.eval.random_baseline:
         encoders["random-init"] = Encoder(pretrained.encoder.config).to(device)
@@ -72,7 +74,7 @@ def run(cfg: DictConfig) -> Path:
         base = {s: data.windows(s, horizons[0], stride[s], hidden) for s in stride}
         check_span(pretrained.encoder, base["train"], cfg.ckpt)
         encoded = {model: {s: encode_windows(enc, w, torch.arange(len(w)), cfg.eval.batch_size, device,
-                                             desc=f"p={fraction} {model}/{s}") for s, w in base.items()}
+                                             desc=f"s{seed} p={fraction} {model}/{s}") for s, w in base.items()}
                    for model, enc in encoders.items()}
         for horizon in horizons:
             split_windows = {s: data.windows(s, horizon, stride[s], hidden) for s in base}
@@ -85,7 +87,7 @@ def run(cfg: DictConfig) -> Path:
                 part = {s: o.take(slice(n[s])) for s, o in enc.items()}
                 head = fit_probe(part, {s: b.target for s, b in full.items()}, keep, alphas)
                 preds[model, "probe"] = rearrange(probe_predict(head, part["test"]), "n c h -> (n c) h")
-            for fill in FILLS:
+            for fill in FILLS if baselines else ():
                 x = {s: fill_gaps(rearrange(b.values, "n c l -> (n c) l"),
                                   rearrange(b.observed, "n c l -> (n c) l"), fill) for s, b in full.items()}
                 preds["linear", f"{fill}-filled"] = fit_head(x, y, keep, alphas)(x["test"]).float()
@@ -93,19 +95,41 @@ def run(cfg: DictConfig) -> Path:
             for (model, mode), pred in preds.items():
                 out_rows.append({"model": model, "mode": mode, "horizon": horizon, "drop": fraction,
                                  **metrics(pred, y["test"], observed), "n_windows": n["test"]})
-                print(f"p={fraction:.1f} H={horizon:4d} {model:12s} {mode:14s} mse={out_rows[-1]['mse']:.4f} "
-                      f"mae={out_rows[-1]['mae']:.4f}")
+                print(f"s{seed} p={fraction:.1f} H={horizon:4d} {model:12s} {mode:14s} "
+                      f"mse={out_rows[-1]['mse']:.4f} mae={out_rows[-1]['mae']:.4f}")
+    return out_rows
+
+
+def run(cfg: DictConfig) -> Path:
+    start = time.time()
+    device = resolve_device(cfg.device)
+    ckpts = seed_checkpoints(cfg)
+    by_seed, steps = {}, {}
+    for i, (seed, ckpt) in enumerate(ckpts.items()):
+        pretrained = from_pretrained(ckpt, map_location=device)
+        data = ForecastData.load(cfg, "irregular", pretrained)
+        horizons = sorted(cfg.eval.horizons or data.card.protocol["horizons"])
+        by_seed[seed] = score_seed(cfg, data, pretrained, seed, device, horizons, baselines=i == 0)
+        steps[seed] = pretrained.step
+    rows = aggregate_seeds(by_seed, keys=("model", "mode", "horizon", "drop"), metrics=("mse", "mae"))
+    seeds = list(ckpts)
     out = write_results(
-        cfg.out_dir, "irregular", name, out_rows, seed=cfg.seed, device=device_description(device),
-        wall_s=time.time() - start,
-        extra={"ckpt": str(cfg.ckpt), "lookback": lookback, "pretrain_step": pretrained.step},
+        cfg.out_dir, "irregular", data.card.name, rows, seed=seeds[0] if len(seeds) == 1 else seeds,
+        device=device_description(device), wall_s=time.time() - start,
+        extra={"ckpt": str(cfg.ckpt), "checkpoints": {str(k): v for k, v in ckpts.items()},
+               "lookback": data.lookback, "pretrain_step": steps[seeds[0]] if len(seeds) == 1 else steps,
+               "per_seed": {str(k): v for k, v in by_seed.items()} if len(seeds) > 1 else {}},
         notes=(f"Each channel's lookback observations dropped independently with probability `drop` (seed "
-               f"{cfg.seed}); targets complete; all test windows; MSE/MAE on train-standardised values. "
+               f"{cfg.seed}, the same for every pretraining seed); targets complete; all test windows; MSE/MAE on "
+               "train-standardised values. "
                "`tsjepa`/`probe`: frozen encoder on the remaining observations at their own time stamps "
-               "(no imputation) + ridge head; `linear`: raw-window ridge on the lookback with gaps "
+               "(no imputation) + ridge head; `random-init`: the same architecture with random weights; "
+               "`linear`: raw-window ridge on the lookback with gaps "
                "forward-filled (`ffill-filled`) or linearly interpolated (`linear-filled`) within the window. "
-               "Heads refit at each drop rate on train windows with the same drop rate."),
+               "Heads refit at each drop rate on train windows with the same drop rate. Encoder rows: mean over "
+               f"the pretraining seed(s) {seeds} (each with its own random-init twin), `<metric>_std` the sample "
+               "std over seeds (absent for one seed); baselines from the first seed."),
     )
-    plot_degradation(out.with_suffix(".png"), out_rows, horizons)
+    plot_degradation(out.with_suffix(".png"), rows, horizons)
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
     return out
