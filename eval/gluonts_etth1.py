@@ -1,6 +1,6 @@
 """A pretrained tsjepa encoder in a GluonTS pipeline on ETTh1, beside GluonTS's own DeepAR and PatchTST.
 
-    python eval/gluonts_etth1.py --ckpt runs/etth1-base-cpu-s0/checkpoints/last
+    python eval/gluonts_etth1.py --ckpt 'runs/etth1-base-cpu-s*/checkpoints/last'
 
 ETTh1 (standard 12/4/4-month borders, standardised with train statistics) becomes a GluonTS `PandasDataset`
 of 7 univariate series whose ``item_id`` is the channel's name in the checkpoint (``ett/HUFL``, ...). Every
@@ -18,12 +18,15 @@ mean forecast. Rows:
 - ``seasonal-naive`` / ``naive``: ``SeasonalNaivePredictor`` (season 24).
 
 The pretrained rows also had the checkpoint's pretraining (self-supervised, same train months): the budget
-is equal for the supervised stage only.
+is equal for the supervised stage only. A ``--ckpt`` glob over pretraining seeds trains the three tsjepa rows once
+per seed (Lightning seeded with that seed); rows carry the mean over seeds, ``<metric>_std`` and ``n_seeds``, and
+the GluonTS baselines run once with ``--seed``.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import tempfile
 import time
@@ -46,15 +49,18 @@ from gluonts.model import evaluate_model  # noqa: E402
 from gluonts.model.seasonal_naive import SeasonalNaivePredictor  # noqa: E402
 from gluonts.torch import DeepAREstimator, PatchTSTEstimator  # noqa: E402
 
+from tsjepa.checkpoint import checkpoints_by  # noqa: E402
 from tsjepa.data.sources import load_card, load_dataset  # noqa: E402
 from tsjepa.data.windows import fit_scaler  # noqa: E402
 from tsjepa.integrations.gluonts import TSJEPAEstimator  # noqa: E402
-from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
+from tsjepa.results import aggregate_seeds, device_description, save_figure, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HORIZON, CONTEXT, SEASON = 96, 336, 24
 QUANTILES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 PLOT_SERIES = "ett/OT"
+PRETRAINED = ("tsjepa-probe", "tsjepa-finetune", "random-init")  # trained once per pretraining seed
+METRICS = ("mase", "mean_wql", "mse")
 
 
 def plot(path: Path, rows: list[dict], examples: dict, history: np.ndarray, truth: np.ndarray) -> None:
@@ -117,55 +123,74 @@ def main() -> None:
     test_data = test_template.generate_instances(prediction_length=HORIZON, windows=windows, distance=args.distance)
     metrics = [MASE(), MeanWeightedSumQuantileLoss(quantile_levels=QUANTILES), MSE()]
     budget = {"batch_size": args.batch_size, "num_batches_per_epoch": args.batches_per_epoch}
+    ckpts = (checkpoints_by(args.ckpt, lambda config: int(config.get("seed", -1)), "seed")
+             if glob.has_magic(args.ckpt) else {args.seed: args.ckpt})
+    if not ckpts:
+        raise SystemExit(f"--ckpt {args.ckpt} matches no checkpoint")
+    inputs, labels = zip(*test_data, strict=True)
+    pick = [i for i, entry in enumerate(inputs) if entry["item_id"] == PLOT_SERIES][windows // 2]
+    rows_by_seed: dict[int, list[dict]] = {}
+    examples = {}
     with tempfile.TemporaryDirectory(prefix="gluonts-etth1-") as root:
         trainer = {"max_epochs": args.epochs, "default_root_dir": root, "enable_progress_bar": True}
+        for i, (seed, ckpt) in enumerate(ckpts.items()):
 
-        def tsjepa(**kwargs) -> TSJEPAEstimator:
-            return TSJEPAEstimator(args.ckpt, HORIZON, CONTEXT, channel_field="item_id", trainer_kwargs=trainer,
-                                   **budget, **kwargs)
+            def tsjepa(ckpt: str = ckpt, **kwargs) -> TSJEPAEstimator:
+                return TSJEPAEstimator(ckpt, HORIZON, CONTEXT, channel_field="item_id", trainer_kwargs=trainer,
+                                       **budget, **kwargs)
 
-        models = {
-            "tsjepa-probe": (("tsjepa", "probe"), lambda: tsjepa()),
-            "tsjepa-finetune": (("tsjepa", "finetune"), lambda: tsjepa(finetune_encoder=True)),
-            "random-init": (("random-init", "supervised"), lambda: tsjepa(finetune_encoder=True, init="random")),
-            "deepar": (("deepar", "supervised"), lambda: DeepAREstimator(
-                freq="h", prediction_length=HORIZON, context_length=CONTEXT, trainer_kwargs=trainer, **budget)),
-            "patchtst": (("patchtst", "supervised"), lambda: PatchTSTEstimator(
-                prediction_length=HORIZON, context_length=CONTEXT, patch_len=16, stride=8, trainer_kwargs=trainer,
-                **budget)),
-            "seasonal-naive": (("seasonal-naive", "naive"), None),
-        }
-        rows, examples = [], {}
-        inputs, labels = zip(*test_data, strict=True)
-        pick = [i for i, entry in enumerate(inputs) if entry["item_id"] == PLOT_SERIES][windows // 2]
-        for name in args.models:
-            (model, mode), make = models[name]
-            pl.seed_everything(args.seed, verbose=False)
-            tic = time.time()
-            predictor = (SeasonalNaivePredictor(prediction_length=HORIZON, season_length=SEASON) if make is None
-                         else make().train(train))
-            train_s = time.time() - tic
-            scores = evaluate_model(predictor, test_data=test_data, metrics=metrics, seasonality=SEASON)
-            rows.append({"model": model, "mode": mode, "horizon": HORIZON,
-                         "mase": float(scores["MASE[0.5]"].iloc[0]),
-                         "mean_wql": float(scores["mean_weighted_sum_quantile_loss"].iloc[0]),
-                         "mse": float(scores["MSE[mean]"].iloc[0]),
-                         "n_windows": len(test_data), "train_s": round(train_s, 1)})
-            examples[f"{model} ({mode})"] = next(iter(predictor.predict([inputs[pick]])))
-            print({k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
+            models = {
+                "tsjepa-probe": (("tsjepa", "probe"), lambda: tsjepa()),
+                "tsjepa-finetune": (("tsjepa", "finetune"), lambda: tsjepa(finetune_encoder=True)),
+                "random-init": (("random-init", "supervised"),
+                                lambda: tsjepa(finetune_encoder=True, init="random")),
+                "deepar": (("deepar", "supervised"), lambda: DeepAREstimator(
+                    freq="h", prediction_length=HORIZON, context_length=CONTEXT, trainer_kwargs=trainer, **budget)),
+                "patchtst": (("patchtst", "supervised"), lambda: PatchTSTEstimator(
+                    prediction_length=HORIZON, context_length=CONTEXT, patch_len=16, stride=8,
+                    trainer_kwargs=trainer, **budget)),
+                "seasonal-naive": (("seasonal-naive", "naive"), None),
+            }
+            rows = rows_by_seed.setdefault(seed, [])
+            for name in args.models:
+                if i > 0 and name not in PRETRAINED:
+                    continue  # baselines once
+                (model, mode), make = models[name]
+                pl.seed_everything(seed if name in PRETRAINED else args.seed, verbose=False)
+                tic = time.time()
+                predictor = (SeasonalNaivePredictor(prediction_length=HORIZON, season_length=SEASON) if make is None
+                             else make().train(train))
+                train_s = time.time() - tic
+                scores = evaluate_model(predictor, test_data=test_data, metrics=metrics, seasonality=SEASON)
+                rows.append({"model": model, "mode": mode, "horizon": HORIZON,
+                             "mase": float(scores["MASE[0.5]"].iloc[0]),
+                             "mean_wql": float(scores["mean_weighted_sum_quantile_loss"].iloc[0]),
+                             "mse": float(scores["MSE[mean]"].iloc[0]),
+                             "n_windows": len(test_data), "train_s": round(train_s, 1)})
+                if i == 0:
+                    examples[f"{model} ({mode})"] = next(iter(predictor.predict([inputs[pick]])))
+                print(f"seed {seed}", {k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()},
+                      flush=True)
+    rows = aggregate_seeds(rows_by_seed, keys=("model", "mode", "horizon"), metrics=METRICS)
+    seeds = list(ckpts)
     out = write_results(
-        args.out_dir, "gluonts", "etth1", rows, seed=args.seed,
+        args.out_dir, "gluonts", "etth1", rows, seed=seeds[0] if len(seeds) == 1 else seeds,
         device=device_description(torch.device("cuda" if torch.cuda.is_available() else "cpu")), wall_s=time.time() - start,
-        extra={"ckpt": args.ckpt, "context_length": CONTEXT, "budget": {**budget, "epochs": args.epochs},
-               "test": {"forecast_starts": windows, "distance_h": args.distance, "series": 7}},
+        extra={"ckpt": args.ckpt, "checkpoints": {str(k): v for k, v in ckpts.items()}, "context_length": CONTEXT,
+               "budget": {**budget, "epochs": args.epochs},
+               "test": {"forecast_starts": windows, "distance_h": args.distance, "series": 7},
+               "per_seed": {str(k): v for k, v in rows_by_seed.items()} if len(seeds) > 1 else {}},
         notes=(f"GluonTS pipeline on ETTh1 (train-standardised, 7 univariate series, item_id = channel). "
                f"Each trained model: {args.epochs} epochs x {args.batches_per_epoch} batches of {args.batch_size} "
                f"windows on the 12 train months, context {CONTEXT}, horizon {HORIZON}. Scored by "
                f"`gluonts.model.evaluate_model` on {windows} forecast starts x 7 series over the last "
                f"{args.test_hours} h (every {args.distance} h): MASE (season {SEASON}), mean weighted quantile "
                "loss (0.1..0.9), MSE of the mean forecast (standardised units). tsjepa rows start from the "
-               f"pretrained checkpoint `{args.ckpt}` (self-supervised on the same train months); `random-init` "
-               "is the same architecture trained from scratch. `train_s`: training wall time."),
+               f"pretrained checkpoint(s) `{args.ckpt}` (self-supervised on the same train months); `random-init` "
+               "is the same architecture trained from scratch. tsjepa and random-init rows: mean over the "
+               f"pretraining seed(s) {seeds}, each trained with Lightning seeded by it; `<metric>_std` the sample "
+               f"std over seeds (absent for one seed); the GluonTS baselines trained once (seed {args.seed}). "
+               "`train_s`: training wall time."),
     )
     plot(out.with_suffix(".png"), rows, examples, inputs[pick]["target"][-48:], labels[pick]["target"])
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import xarray as xr
+from conftest import seed_copies
 from gluonts.dataset.common import ListDataset
 from gluonts.dataset.pandas import PandasDataset
 from gluonts.dataset.split import split
@@ -146,9 +147,9 @@ def test_gluonts_estimator_multivariate_finetuning_and_errors(pretrained, etth1)
         TSJEPAEstimator(str(pretrained), prediction_length=12, **quick()).train(data)
 
 
-def test_gluonts_example_reports_every_model(pretrained, tmp_path, shared_data):
+def test_gluonts_example_reports_every_model_over_pretraining_seeds(pretrained, tmp_path, shared_data):
     result = subprocess.run(
-        [sys.executable, "eval/gluonts_etth1.py", "--ckpt", str(pretrained), "--epochs", "1",
+        [sys.executable, "eval/gluonts_etth1.py", "--ckpt", seed_copies(pretrained, tmp_path), "--epochs", "1",
          "--batches-per-epoch", "2", "--batch-size", "8", "--distance", "960", "--out-dir", str(tmp_path),
          "--data-dir", str(shared_data)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -159,6 +160,9 @@ def test_gluonts_example_reports_every_model(pretrained, tmp_path, shared_data):
     for row in record["rows"]:
         assert row["n_windows"] == 3 * 7 and row["horizon"] == 96
         assert all(np.isfinite(row[k]) and row[k] > 0 for k in ("mase", "mean_wql", "mse"))
+        # the tsjepa rows are trained once per seed (same weights, own Lightning seed); baselines once
+        assert row["n_seeds"] == (2 if row["model"] in ("tsjepa", "random-init") else 1)
+    assert record["seed"] == [0, 1] and [len(record["per_seed"][s]) for s in ("0", "1")] == [6, 3]
     assert "| deepar | supervised |" in (tmp_path / "gluonts" / "etth1.md").read_text()
 
 

@@ -170,6 +170,7 @@ def checkpoints_by(pattern: str, key: typing.Callable[[dict], typing.Hashable], 
         found[k] = path
     return found
 
+
 def load_weights(path: Path, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path / name))
