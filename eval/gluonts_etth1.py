@@ -52,6 +52,7 @@ from gluonts.torch import DeepAREstimator, PatchTSTEstimator  # noqa: E402
 from tsjepa.checkpoint import checkpoints_by  # noqa: E402
 from tsjepa.data.sources import load_card, load_dataset  # noqa: E402
 from tsjepa.data.windows import fit_scaler  # noqa: E402
+from tsjepa.eval import seed_fields, seed_label  # noqa: E402
 from tsjepa.integrations.gluonts import TSJEPAEstimator  # noqa: E402
 from tsjepa.results import aggregate_seeds, device_description, save_figure, write_results  # noqa: E402
 
@@ -174,12 +175,11 @@ def main() -> None:
     rows = aggregate_seeds(rows_by_seed, keys=("model", "mode", "horizon"), metrics=METRICS)
     seeds = list(ckpts)
     out = write_results(
-        args.out_dir, "gluonts", "etth1", rows, seed=seeds[0] if len(seeds) == 1 else seeds,
+        args.out_dir, "gluonts", "etth1", rows, seed=seed_label(seeds),
         device=device_description(torch.device("cuda" if torch.cuda.is_available() else "cpu")), wall_s=time.time() - start,
-        extra={"ckpt": args.ckpt, "checkpoints": {str(k): v for k, v in ckpts.items()}, "context_length": CONTEXT,
+        extra={"ckpt": args.ckpt, **seed_fields(ckpts, rows_by_seed), "context_length": CONTEXT,
                "budget": {**budget, "epochs": args.epochs},
-               "test": {"forecast_starts": windows, "distance_h": args.distance, "series": 7},
-               "per_seed": {str(k): v for k, v in rows_by_seed.items()} if len(seeds) > 1 else {}},
+               "test": {"forecast_starts": windows, "distance_h": args.distance, "series": 7}},
         notes=(f"GluonTS pipeline on ETTh1 (train-standardised, 7 univariate series, item_id = channel). "
                f"Each trained model: {args.epochs} epochs x {args.batches_per_epoch} batches of {args.batch_size} "
                f"windows on the 12 train months, context {CONTEXT}, horizon {HORIZON}. Scored by "

@@ -2,9 +2,11 @@
 
 import glob
 
+import torch
 from omegaconf import DictConfig
 
-from tsjepa.checkpoint import checkpoints_by
+from tsjepa.checkpoint import Pretrained, checkpoints_by
+from tsjepa.models import Encoder
 
 
 def single_dataset(cfg: DictConfig, task: str) -> str:
@@ -30,3 +32,27 @@ def seed_checkpoints(cfg: DictConfig) -> dict[int, str]:
         raise ValueError(f"ckpt={cfg.ckpt} matches no checkpoint of seed(s) {missing or wanted} "
                          f"(found seeds {sorted(found)})")
     return {s: found[s] for s in wanted}
+
+
+def frozen_encoders(pretrained: Pretrained, seed: int, random_baseline: bool, device: torch.device
+                    ) -> dict[str, Encoder]:
+    """The encoders a harness scores: the checkpoint's (``tsjepa``) and, with ``random_baseline``, its random-init
+    twin (``random-init``: the same architecture, weights drawn with ``seed``). Seeds torch's global generator
+    with ``seed`` either way, so what the harness draws next does not depend on ``random_baseline``."""
+    torch.manual_seed(seed)
+    encoders = {"tsjepa": pretrained.encoder}
+    if random_baseline:
+        encoders["random-init"] = Encoder(pretrained.encoder.config).to(device)
+    return encoders
+
+
+def seed_label(seeds: list[int]) -> int | list[int]:
+    """A result file's ``seed``: the one pretraining seed scored, or the list of them."""
+    return seeds if len(seeds) > 1 else seeds[0]
+
+
+def seed_fields(checkpoints: dict[int, str], rows_by_seed: dict[int, list[dict]]) -> dict:
+    """A result file's fields about the scored pretraining seeds: each seed's checkpoint and (several seeds) each
+    seed's rows, from which the mean and std rows were aggregated."""
+    return {"checkpoints": {str(k): v for k, v in checkpoints.items()},
+            "per_seed": {str(k): v for k, v in rows_by_seed.items()} if len(checkpoints) > 1 else {}}

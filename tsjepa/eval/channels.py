@@ -35,7 +35,7 @@ from tsjepa.checkpoint import from_pretrained  # noqa: E402
 from tsjepa.data.windows import Windows  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
-from tsjepa.eval import seed_checkpoints  # noqa: E402
+from tsjepa.eval import frozen_encoders, seed_checkpoints, seed_fields, seed_label  # noqa: E402
 from tsjepa.eval.forecast import ForecastData, check_span  # noqa: E402
 from tsjepa.heads import fit_probe, probe_predict  # noqa: E402
 from tsjepa.models import Encoder  # noqa: E402
@@ -129,21 +129,18 @@ def run(cfg: DictConfig) -> Path:
         stride = data.strides(cfg.eval.horizon, cfg.eval.max_fit_rows)
         windows = {s: data.windows(s, cfg.eval.horizon, stride[s]) for s in stride}
         check_span(pretrained.encoder, windows["train"], ckpt)
-        torch.manual_seed(seed)
-        encoders = {"tsjepa": pretrained.encoder}
-        if cfg.eval.random_baseline:
-            encoders["random-init"] = Encoder(pretrained.encoder.config).to(device)
+        encoders = frozen_encoders(pretrained, seed, cfg.eval.random_baseline, device)
         by_seed[seed] = [row for model, encoder in encoders.items()
                          for row in score_encoder(cfg, encoder, model, windows, data.series.channels, device)]
         steps[seed] = pretrained.step
     rows = aggregate_seeds(by_seed, keys=("model", "mode"), metrics=("mse", "mae", "max_abs_diff"))
     seeds = list(ckpts)
     out = write_results(
-        cfg.out_dir, "channels", data.card.name, rows, seed=seeds[0] if len(seeds) == 1 else seeds,
+        cfg.out_dir, "channels", data.card.name, rows, seed=seed_label(seeds),
         device=device_description(device), wall_s=time.time() - start,
-        extra={"ckpt": str(cfg.ckpt), "checkpoints": {str(k): v for k, v in ckpts.items()},
-               "lookback": data.lookback, "pretrain_step": steps[seeds[0]] if len(seeds) == 1 else steps,
-               "per_seed": {str(k): v for k, v in by_seed.items()} if len(seeds) > 1 else {}},
+        extra={"ckpt": str(cfg.ckpt), **seed_fields(ckpts, by_seed), "lookback": data.lookback,
+               "pretrain_step": steps[seeds[0]] if len(set(steps.values())) == 1
+               else {str(k): v for k, v in steps.items()}},
         notes=(f"One ridge probe per encoder (horizon {cfg.eval.horizon}, fit on train windows with all channels), "
                "applied to test windows encoded under each change; MSE/MAE averaged over the channels scored, "
                "every test window. `mse_reference`: the unchanged model's MSE on the same channels. "

@@ -52,7 +52,10 @@ from tsjepa.data.records import ClippedScaler, RecordSet, RecordWindows  # noqa:
 from tsjepa.data.sources import load_source  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
-from tsjepa.eval import single_dataset  # noqa: E402
+from tsjepa.eval import (
+    frozen_encoders,  # noqa: E402
+    single_dataset,  # noqa: E402
+)
 from tsjepa.eval.finetune import train_with_early_stopping  # noqa: E402
 from tsjepa.models import Encoder, EncoderOutput  # noqa: E402
 from tsjepa.results import (  # noqa: E402
@@ -282,10 +285,7 @@ def score_folds(cfg: DictConfig, seed: int, ckpts: dict[int, str], records: Reco
         windows = RecordWindows(records, ids, scaler, card.protocol["span"])
         if abs(pretrained.encoder.config.span - windows.span) > 1e-6:
             raise ValueError(f"checkpoint span {pretrained.encoder.config.span} != record span {windows.span}")
-        torch.manual_seed(seed + fold)
-        encoders = {"tsjepa": pretrained.encoder}
-        if cfg.eval.random_baseline:
-            encoders["random-init"] = Encoder(pretrained.encoder.config).to(device)
+        encoders = frozen_encoders(pretrained, seed + fold, cfg.eval.random_baseline, device)
         pooled: dict[str, np.ndarray] = {}
         for model_name, encoder in encoders.items():
             out: EncoderOutput = encode_windows(encoder, windows, torch.arange(len(windows)), cfg.eval.batch_size,

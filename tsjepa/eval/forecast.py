@@ -38,7 +38,7 @@ from tsjepa.data.windows import Windows, count_windows, fit_scaler  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.diagnostics import embedding_report, recoverability, slot_share  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
-from tsjepa.eval import seed_checkpoints, single_dataset  # noqa: E402
+from tsjepa.eval import frozen_encoders, seed_checkpoints, seed_fields, seed_label, single_dataset  # noqa: E402
 from tsjepa.eval.baselines import decomposition_features, seasonal_naive  # noqa: E402
 from tsjepa.eval.finetune import ForecastModel, finetune, predict  # noqa: E402
 from tsjepa.heads import (  # noqa: E402
@@ -243,10 +243,7 @@ def score_seed(cfg: DictConfig, ckpt: str, seed: int, device: torch.device, base
     stride = data.strides(horizons[0], cfg.eval.max_fit_rows)
     base = {split: data.windows(split, horizons[0], stride[split]) for split in stride}
     check_span(pretrained.encoder, base["train"], ckpt)
-    torch.manual_seed(seed)
-    encoders = {"tsjepa": pretrained.encoder}
-    if cfg.eval.random_baseline:
-        encoders["random-init"] = Encoder(pretrained.encoder.config).to(device)
+    encoders = frozen_encoders(pretrained, seed, cfg.eval.random_baseline, device)
     rows, penalties, finetune_logs, examples = [], {}, {}, {}
 
     def record(splits: HorizonSplits, horizon: int, fraction: float, preds: dict) -> None:
@@ -335,16 +332,15 @@ def run(cfg: DictConfig) -> Path:
     stride = data.strides(examples["horizon"], cfg.eval.max_fit_rows)
     seeds = list(ckpts)
     out = write_results(
-        cfg.out_dir, "forecast", card.name, rows, seed=seeds[0] if len(seeds) == 1 else seeds,
+        cfg.out_dir, "forecast", card.name, rows, seed=seed_label(seeds),
         device=device_description(device), wall_s=time.time() - start,
-        extra={"ckpt": str(cfg.ckpt), "checkpoints": {str(k): v for k, v in ckpts.items()}, "lookback": lookback,
+        extra={"ckpt": str(cfg.ckpt), **seed_fields(ckpts, {k: s.rows for k, s in scores.items()}), "lookback": lookback,
                "pretrain_step": first.pretrain_step, "probe_layers": list(cfg.eval.probe_layers),
                "fit_stride": {s: stride[s] for s in ("train", "val")},
                # one seed: as before; several: keyed by seed
                "ridge_alpha": first.penalties if len(seeds) == 1 else {str(k): s.penalties for k, s in scores.items()},
                "finetune": first.finetune_logs if len(seeds) == 1 else
-               {str(k): s.finetune_logs for k, s in scores.items() if s.finetune_logs},
-               "per_seed": {str(k): s.rows for k, s in scores.items()} if len(seeds) > 1 else {}},
+               {str(k): s.finetune_logs for k, s in scores.items() if s.finetune_logs}},
         notes=(f"Frozen encoder + ridge head per horizon (penalty chosen on val); lookback {lookback}; "
                "all test windows, stride 1; MSE/MAE on train-standardised values (observed targets only); "
                f"ridge heads fit on train windows with stride {stride['train']}, penalty chosen on val windows "

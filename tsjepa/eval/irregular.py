@@ -32,11 +32,10 @@ from tsjepa.checkpoint import Pretrained, from_pretrained  # noqa: E402
 from tsjepa.data.windows import drop_observations  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
-from tsjepa.eval import seed_checkpoints  # noqa: E402
+from tsjepa.eval import frozen_encoders, seed_checkpoints, seed_fields, seed_label  # noqa: E402
 from tsjepa.eval.baselines import fill_gaps  # noqa: E402
 from tsjepa.eval.forecast import ForecastData, check_span, metrics  # noqa: E402
 from tsjepa.heads import fit_head, fit_probe, probe_predict  # noqa: E402
-from tsjepa.models import Encoder  # noqa: E402
 from tsjepa.results import aggregate_seeds, device_description, save_figure, write_results  # noqa: E402
 
 FILLS = ("ffill", "linear")
@@ -63,10 +62,7 @@ def score_seed(cfg: DictConfig, data: ForecastData, pretrained: Pretrained, seed
     and horizon, and of the filled raw-window baselines when ``baselines``. The dropped observations depend on
     ``cfg.seed`` only, so every pretraining seed reads the same lookbacks."""
     alphas = list(cfg.eval.alphas)
-    torch.manual_seed(seed)
-    encoders = {"tsjepa": pretrained.encoder}
-    if cfg.eval.random_baseline:
-        encoders["random-init"] = Encoder(pretrained.encoder.config).to(device)
+    encoders = frozen_encoders(pretrained, seed, cfg.eval.random_baseline, device)
     stride = data.strides(horizons[0], cfg.eval.max_fit_rows)  # counts only: the same at every fraction
     out_rows = []
     for fraction in cfg.eval.fractions:
@@ -114,11 +110,11 @@ def run(cfg: DictConfig) -> Path:
     rows = aggregate_seeds(by_seed, keys=("model", "mode", "horizon", "drop"), metrics=("mse", "mae"))
     seeds = list(ckpts)
     out = write_results(
-        cfg.out_dir, "irregular", data.card.name, rows, seed=seeds[0] if len(seeds) == 1 else seeds,
+        cfg.out_dir, "irregular", data.card.name, rows, seed=seed_label(seeds),
         device=device_description(device), wall_s=time.time() - start,
-        extra={"ckpt": str(cfg.ckpt), "checkpoints": {str(k): v for k, v in ckpts.items()},
-               "lookback": data.lookback, "pretrain_step": steps[seeds[0]] if len(seeds) == 1 else steps,
-               "per_seed": {str(k): v for k, v in by_seed.items()} if len(seeds) > 1 else {}},
+        extra={"ckpt": str(cfg.ckpt), **seed_fields(ckpts, by_seed), "lookback": data.lookback,
+               "pretrain_step": steps[seeds[0]] if len(set(steps.values())) == 1
+               else {str(k): v for k, v in steps.items()}},
         notes=(f"Each channel's lookback observations dropped independently with probability `drop` (seed "
                f"{cfg.seed}, the same for every pretraining seed); targets complete; all test windows; MSE/MAE on "
                "train-standardised values. "

@@ -48,7 +48,7 @@ from tsjepa.data.anomaly import AnomalySet, LabelledSeries  # noqa: E402
 from tsjepa.data.sources import load_source  # noqa: E402
 from tsjepa.data.windows import Windows, fit_scaler  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
-from tsjepa.eval import seed_checkpoints, single_dataset  # noqa: E402
+from tsjepa.eval import seed_checkpoints, seed_fields, seed_label, single_dataset  # noqa: E402
 from tsjepa.eval.detection import detection_metrics, ucr_hit  # noqa: E402
 from tsjepa.eval.latent_scores import Whitener, latent_scores, standardised  # noqa: E402
 from tsjepa.eval.vus import sliding_window  # noqa: E402
@@ -216,17 +216,10 @@ class AnomalySeedRows:
         """Mean over seeds per (model, mode, series), with ``<metric>_std`` and ``n_seeds``."""
         return aggregate_seeds(self.by_seed, keys=("model", "mode", "series"), metrics=metrics)
 
-    @property
-    def seed_field(self) -> int | list[int]:
-        """The result file's ``seed``: the one scored seed, or the list of them."""
-        return self.seeds if len(self.seeds) > 1 else self.seeds[0]
-
     def record(self) -> dict:
         """The result file's fields about the scored checkpoints, and (several seeds) each seed's rows."""
-        return {"checkpoints": {str(k): v for k, v in self.checkpoints.items()},
-                "pretrain_step": self.bench.pretrain_step, "lookback": self.bench.lookback,
-                "patch": self.bench.patch,
-                "per_seed": {str(k): v for k, v in self.by_seed.items()} if len(self.seeds) > 1 else {}}
+        return {**seed_fields(self.checkpoints, self.by_seed), "pretrain_step": self.bench.pretrain_step,
+                "lookback": self.bench.lookback, "patch": self.bench.patch}
 
 
 def mean_rows(per_series: list[dict]) -> list[dict]:
@@ -310,7 +303,7 @@ def run(cfg: DictConfig) -> Path:
     patch, lookback = bench.patch, bench.lookback
     n_series = len({r["series"] for r in rows}) - 1
     out = write_results(
-        cfg.out_dir, "rare", bench.name, rows, seed=scored.seed_field,
+        cfg.out_dir, "rare", bench.name, rows, seed=seed_label(scored.seeds),
         device=device_description(device), wall_s=time.time() - start,
         extra={"ckpt": str(cfg.ckpt), **scored.record(),
                "skipped_without_anomaly": without_anomaly(bench, cfg.eval.series)},
