@@ -31,12 +31,11 @@ import torch  # noqa: E402
 from einops import rearrange  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from tsjepa.checkpoint import from_pretrained  # noqa: E402
 from tsjepa.data.windows import Windows  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
-from tsjepa.eval import frozen_encoders, seed_checkpoints, seed_fields, seed_label  # noqa: E402
-from tsjepa.eval.forecast import ForecastData, check_span  # noqa: E402
+from tsjepa.eval import frozen_encoders, seed_fields, seed_label  # noqa: E402
+from tsjepa.eval.forecast import check_span, pretrain_steps, seed_data  # noqa: E402
 from tsjepa.heads import fit_probe, probe_predict  # noqa: E402
 from tsjepa.models import Encoder  # noqa: E402
 from tsjepa.results import aggregate_seeds, device_description, save_figure, write_results  # noqa: E402
@@ -119,11 +118,8 @@ def score_encoder(cfg: DictConfig, encoder: Encoder, model: str, windows: dict[s
 def run(cfg: DictConfig) -> Path:
     start = time.time()
     device = resolve_device(cfg.device)
-    ckpts = seed_checkpoints(cfg)
-    by_seed, steps = {}, {}
-    for seed, ckpt in ckpts.items():
-        pretrained = from_pretrained(ckpt, map_location=device)
-        data = ForecastData.load(cfg, "channels", pretrained)
+    ckpts, by_seed, steps = {}, {}, {}
+    for seed, ckpt, pretrained, data in seed_data(cfg, "channels", device):
         if len(data.ids) < 2:
             raise ValueError(f"{data.card.name} has one channel; channel-identity checks need at least two")
         stride = data.strides(cfg.eval.horizon, cfg.eval.max_fit_rows)
@@ -132,15 +128,14 @@ def run(cfg: DictConfig) -> Path:
         encoders = frozen_encoders(pretrained, seed, cfg.eval.random_baseline, device)
         by_seed[seed] = [row for model, encoder in encoders.items()
                          for row in score_encoder(cfg, encoder, model, windows, data.series.channels, device)]
-        steps[seed] = pretrained.step
+        ckpts[seed], steps[seed] = ckpt, pretrained.step
     rows = aggregate_seeds(by_seed, keys=("model", "mode"), metrics=("mse", "mae", "max_abs_diff"))
     seeds = list(ckpts)
     out = write_results(
         cfg.out_dir, "channels", data.card.name, rows, seed=seed_label(seeds),
         device=device_description(device), wall_s=time.time() - start,
         extra={"ckpt": str(cfg.ckpt), **seed_fields(ckpts, by_seed), "lookback": data.lookback,
-               "pretrain_step": steps[seeds[0]] if len(set(steps.values())) == 1
-               else {str(k): v for k, v in steps.items()}},
+               "pretrain_step": pretrain_steps(steps)},
         notes=(f"One ridge probe per encoder (horizon {cfg.eval.horizon}, fit on train windows with all channels), "
                "applied to test windows encoded under each change; MSE/MAE averaged over the channels scored, "
                "every test window. `mse_reference`: the unchanged model's MSE on the same channels. "

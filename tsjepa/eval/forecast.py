@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,12 +232,25 @@ class HorizonSplits:
                 "n_windows": self.n("test")}
 
 
-def score_seed(cfg: DictConfig, ckpt: str, seed: int, device: torch.device, baselines: bool) -> SeedScores:
-    """Every row of one pretraining seed: probes (and fine-tuning) of the checkpoint and of the random-init
-    twin drawn with ``seed``, per horizon and train fraction; the raw baselines too when ``baselines``.
-    Encoders are scored one after the other, so memory holds one encoder's features at a time."""
-    pretrained = from_pretrained(ckpt, map_location=device)
-    data = ForecastData.load(cfg, "forecast", pretrained)
+def seed_data(cfg: DictConfig, task: str, device: torch.device) -> Iterator[tuple[int, str, Pretrained, ForecastData]]:
+    """For each pretraining seed of ``cfg.ckpt`` (``seed_checkpoints``): the seed, its checkpoint path, the
+    checkpoint loaded on ``device`` and the dataset windowed for it."""
+    for seed, ckpt in seed_checkpoints(cfg).items():
+        pretrained = from_pretrained(ckpt, map_location=device)
+        yield seed, ckpt, pretrained, ForecastData.load(cfg, task, pretrained)
+
+
+def pretrain_steps(steps: dict[int, int]) -> int | dict[str, int]:
+    """A result file's ``pretrain_step``: the pretraining seeds' common step count, or each seed's."""
+    return next(iter(steps.values())) if len(set(steps.values())) == 1 else {str(k): v for k, v in steps.items()}
+
+
+def score_seed(cfg: DictConfig, ckpt: str, pretrained: Pretrained, data: ForecastData, seed: int,
+               device: torch.device, baselines: bool) -> SeedScores:
+    """Every row of one pretraining seed (checkpoint ``ckpt``, loaded as ``pretrained``): probes (and fine-tuning)
+    of its encoder and of the random-init twin drawn with ``seed``, per horizon and train fraction; the raw
+    baselines too when ``baselines``. Encoders are scored one after the other, so memory holds one encoder's
+    features at a time."""
     horizons = sorted(cfg.eval.horizons or data.card.protocol["horizons"])
     fractions, layers, alphas = train_fractions(cfg), tuple(cfg.eval.probe_layers), list(cfg.eval.alphas)
     # Windows for the shortest horizon are a superset (same origins, in order) of those for longer ones.
@@ -319,9 +333,9 @@ def run(cfg: DictConfig) -> Path:
     check_eval_config(cfg)
     train_fractions(cfg)
     device = resolve_device(cfg.device)
-    ckpts = seed_checkpoints(cfg)
-    scores = {seed: score_seed(cfg, ckpt, seed, device, baselines=i == 0)
-              for i, (seed, ckpt) in enumerate(ckpts.items())}
+    ckpts, scores = {}, {}
+    for i, (seed, ckpt, pretrained, data) in enumerate(seed_data(cfg, "forecast", device)):
+        ckpts[seed], scores[seed] = ckpt, score_seed(cfg, ckpt, pretrained, data, seed, device, baselines=i == 0)
     first = scores[next(iter(scores))]
     rows = aggregate_seeds({seed: s.rows for seed, s in scores.items()},
                            keys=("model", "mode", "horizon", "train_fraction"),
@@ -335,7 +349,7 @@ def run(cfg: DictConfig) -> Path:
         cfg.out_dir, "forecast", card.name, rows, seed=seed_label(seeds),
         device=device_description(device), wall_s=time.time() - start,
         extra={"ckpt": str(cfg.ckpt), **seed_fields(ckpts, {k: s.rows for k, s in scores.items()}), "lookback": lookback,
-               "pretrain_step": first.pretrain_step, "probe_layers": list(cfg.eval.probe_layers),
+               "pretrain_step": pretrain_steps({k: sc.pretrain_step for k, sc in scores.items()}), "probe_layers": list(cfg.eval.probe_layers),
                "fit_stride": {s: stride[s] for s in ("train", "val")},
                # one seed: as before; several: keyed by seed
                "ridge_alpha": first.penalties if len(seeds) == 1 else {str(k): s.penalties for k, s in scores.items()},

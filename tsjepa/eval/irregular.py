@@ -28,13 +28,13 @@ import torch  # noqa: E402
 from einops import rearrange  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from tsjepa.checkpoint import Pretrained, from_pretrained  # noqa: E402
+from tsjepa.checkpoint import Pretrained  # noqa: E402
 from tsjepa.data.windows import drop_observations  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
-from tsjepa.eval import frozen_encoders, seed_checkpoints, seed_fields, seed_label  # noqa: E402
+from tsjepa.eval import frozen_encoders, seed_fields, seed_label  # noqa: E402
 from tsjepa.eval.baselines import fill_gaps  # noqa: E402
-from tsjepa.eval.forecast import ForecastData, check_span, metrics  # noqa: E402
+from tsjepa.eval.forecast import ForecastData, check_span, metrics, pretrain_steps, seed_data  # noqa: E402
 from tsjepa.heads import fit_head, fit_probe, probe_predict  # noqa: E402
 from tsjepa.results import aggregate_seeds, device_description, save_figure, write_results  # noqa: E402
 
@@ -99,22 +99,18 @@ def score_seed(cfg: DictConfig, data: ForecastData, pretrained: Pretrained, seed
 def run(cfg: DictConfig) -> Path:
     start = time.time()
     device = resolve_device(cfg.device)
-    ckpts = seed_checkpoints(cfg)
-    by_seed, steps = {}, {}
-    for i, (seed, ckpt) in enumerate(ckpts.items()):
-        pretrained = from_pretrained(ckpt, map_location=device)
-        data = ForecastData.load(cfg, "irregular", pretrained)
+    ckpts, by_seed, steps = {}, {}, {}
+    for i, (seed, ckpt, pretrained, data) in enumerate(seed_data(cfg, "irregular", device)):
         horizons = sorted(cfg.eval.horizons or data.card.protocol["horizons"])
         by_seed[seed] = score_seed(cfg, data, pretrained, seed, device, horizons, baselines=i == 0)
-        steps[seed] = pretrained.step
+        ckpts[seed], steps[seed] = ckpt, pretrained.step
     rows = aggregate_seeds(by_seed, keys=("model", "mode", "horizon", "drop"), metrics=("mse", "mae"))
     seeds = list(ckpts)
     out = write_results(
         cfg.out_dir, "irregular", data.card.name, rows, seed=seed_label(seeds),
         device=device_description(device), wall_s=time.time() - start,
         extra={"ckpt": str(cfg.ckpt), **seed_fields(ckpts, by_seed), "lookback": data.lookback,
-               "pretrain_step": steps[seeds[0]] if len(set(steps.values())) == 1
-               else {str(k): v for k, v in steps.items()}},
+               "pretrain_step": pretrain_steps(steps)},
         notes=(f"Each channel's lookback observations dropped independently with probability `drop` (seed "
                f"{cfg.seed}, the same for every pretraining seed); targets complete; all test windows; MSE/MAE on "
                "train-standardised values. "
