@@ -26,7 +26,6 @@ the GluonTS baselines run once with ``--seed``.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import tempfile
 import time
@@ -49,10 +48,9 @@ from gluonts.model import evaluate_model  # noqa: E402
 from gluonts.model.seasonal_naive import SeasonalNaivePredictor  # noqa: E402
 from gluonts.torch import DeepAREstimator, PatchTSTEstimator  # noqa: E402
 
-from tsjepa.checkpoint import checkpoints_by  # noqa: E402
 from tsjepa.data.sources import load_card, load_dataset  # noqa: E402
 from tsjepa.data.windows import fit_scaler  # noqa: E402
-from tsjepa.eval import seed_fields, seed_label  # noqa: E402
+from tsjepa.eval import checkpoints_by_seed, seed_fields, seed_label  # noqa: E402
 from tsjepa.integrations.gluonts import TSJEPAEstimator  # noqa: E402
 from tsjepa.results import aggregate_seeds, device_description, save_figure, write_results  # noqa: E402
 
@@ -124,10 +122,7 @@ def main() -> None:
     test_data = test_template.generate_instances(prediction_length=HORIZON, windows=windows, distance=args.distance)
     metrics = [MASE(), MeanWeightedSumQuantileLoss(quantile_levels=QUANTILES), MSE()]
     budget = {"batch_size": args.batch_size, "num_batches_per_epoch": args.batches_per_epoch}
-    ckpts = (checkpoints_by(args.ckpt, lambda config: int(config.get("seed", -1)), "seed")
-             if glob.has_magic(args.ckpt) else {args.seed: args.ckpt})
-    if not ckpts:
-        raise SystemExit(f"--ckpt {args.ckpt} matches no checkpoint")
+    ckpts = checkpoints_by_seed(args.ckpt, args.seed)
     inputs, labels = zip(*test_data, strict=True)
     pick = [i for i, entry in enumerate(inputs) if entry["item_id"] == PLOT_SERIES][windows // 2]
     rows_by_seed: dict[int, list[dict]] = {}

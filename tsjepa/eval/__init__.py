@@ -16,22 +16,27 @@ def single_dataset(cfg: DictConfig, task: str) -> str:
     return cfg.data.datasets[0]
 
 
-def seed_checkpoints(cfg: DictConfig) -> dict[int, str]:
+def checkpoints_by_seed(ckpt: str, seed: int, seeds: list[int] | None = None) -> dict[int, str]:
     """Seed -> checkpoint path. A ``ckpt`` glob (``'runs/etth1-base-cpu-s*/checkpoints/last'``) gives one
-    checkpoint per pretraining seed (read from each one's config.json), optionally narrowed to
-    ``eval.seeds``; each seed also draws its random-init twin. A single checkpoint is scored with ``seed``."""
-    if not glob.has_magic(str(cfg.ckpt)):
-        if cfg.eval.seeds and list(cfg.eval.seeds) != [cfg.seed]:
-            raise ValueError(f"eval.seeds={list(cfg.eval.seeds)} needs one checkpoint per seed: give ckpt as a "
+    checkpoint per pretraining seed (read from each one's config.json), optionally narrowed to ``seeds``; each
+    seed also draws its random-init twin. A single checkpoint is scored with ``seed``."""
+    if not glob.has_magic(ckpt):
+        if seeds and list(seeds) != [seed]:
+            raise ValueError(f"eval.seeds={list(seeds)} needs one checkpoint per seed: give ckpt as a "
                              "glob, e.g. ckpt='runs/etth1-base-cpu-s*/checkpoints/last'")
-        return {int(cfg.seed): str(cfg.ckpt)}
-    found = checkpoints_by(str(cfg.ckpt), lambda config: int(config.get("seed", -1)), "seed")
-    wanted = [int(s) for s in cfg.eval.seeds] if cfg.eval.seeds else sorted(found)
+        return {int(seed): ckpt}
+    found = checkpoints_by(ckpt, lambda config: int(config.get("seed", -1)), "seed")
+    wanted = [int(s) for s in seeds] if seeds else sorted(found)
     missing = [s for s in wanted if s not in found]
     if not found or missing:
-        raise ValueError(f"ckpt={cfg.ckpt} matches no checkpoint of seed(s) {missing or wanted} "
+        raise ValueError(f"ckpt={ckpt} matches no checkpoint of seed(s) {missing or wanted} "
                          f"(found seeds {sorted(found)})")
     return {s: found[s] for s in wanted}
+
+
+def seed_checkpoints(cfg: DictConfig) -> dict[int, str]:
+    """``checkpoints_by_seed`` of an eval config: ``ckpt``, ``seed`` and ``eval.seeds``."""
+    return checkpoints_by_seed(str(cfg.ckpt), int(cfg.seed), cfg.eval.seeds)
 
 
 def frozen_encoders(pretrained: Pretrained, seed: int, random_baseline: bool, device: torch.device
@@ -49,6 +54,11 @@ def frozen_encoders(pretrained: Pretrained, seed: int, random_baseline: bool, de
 def seed_label(seeds: list[int]) -> int | list[int]:
     """A result file's ``seed``: the one pretraining seed scored, or the list of them."""
     return seeds if len(seeds) > 1 else seeds[0]
+
+
+def pretrain_steps(steps: dict[int, int]) -> int | dict[str, int]:
+    """A result file's ``pretrain_step``: the pretraining seeds' common step count, or each seed's."""
+    return next(iter(steps.values())) if len(set(steps.values())) == 1 else {str(k): v for k, v in steps.items()}
 
 
 def seed_fields(checkpoints: dict[int, str], rows_by_seed: dict[int, list[dict]]) -> dict:

@@ -34,8 +34,8 @@ from omegaconf import DictConfig  # noqa: E402
 from tsjepa.data.windows import Windows  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
-from tsjepa.eval import frozen_encoders, seed_fields, seed_label  # noqa: E402
-from tsjepa.eval.forecast import check_span, pretrain_steps, seed_data  # noqa: E402
+from tsjepa.eval import frozen_encoders, pretrain_steps, seed_fields, seed_label  # noqa: E402
+from tsjepa.eval.forecast import check_span, seed_data  # noqa: E402
 from tsjepa.heads import fit_probe, probe_predict  # noqa: E402
 from tsjepa.models import Encoder  # noqa: E402
 from tsjepa.results import aggregate_seeds, device_description, save_figure, write_results  # noqa: E402

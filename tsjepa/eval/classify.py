@@ -52,10 +52,7 @@ from tsjepa.data.records import ClippedScaler, RecordSet, RecordWindows  # noqa:
 from tsjepa.data.sources import load_source  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
-from tsjepa.eval import (
-    frozen_encoders,  # noqa: E402
-    single_dataset,  # noqa: E402
-)
+from tsjepa.eval import frozen_encoders, single_dataset  # noqa: E402
 from tsjepa.eval.finetune import train_with_early_stopping  # noqa: E402
 from tsjepa.models import Encoder, EncoderOutput  # noqa: E402
 from tsjepa.results import (  # noqa: E402

@@ -39,7 +39,14 @@ from tsjepa.data.windows import Windows, count_windows, fit_scaler  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.diagnostics import embedding_report, recoverability, slot_share  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
-from tsjepa.eval import frozen_encoders, seed_checkpoints, seed_fields, seed_label, single_dataset  # noqa: E402
+from tsjepa.eval import (  # noqa: E402
+    frozen_encoders,
+    pretrain_steps,
+    seed_checkpoints,
+    seed_fields,
+    seed_label,
+    single_dataset,
+)
 from tsjepa.eval.baselines import decomposition_features, seasonal_naive  # noqa: E402
 from tsjepa.eval.finetune import ForecastModel, finetune, predict  # noqa: E402
 from tsjepa.heads import (  # noqa: E402
@@ -240,11 +247,6 @@ def seed_data(cfg: DictConfig, task: str, device: torch.device) -> Iterator[tupl
         yield seed, ckpt, pretrained, ForecastData.load(cfg, task, pretrained)
 
 
-def pretrain_steps(steps: dict[int, int]) -> int | dict[str, int]:
-    """A result file's ``pretrain_step``: the pretraining seeds' common step count, or each seed's."""
-    return next(iter(steps.values())) if len(set(steps.values())) == 1 else {str(k): v for k, v in steps.items()}
-
-
 def score_seed(cfg: DictConfig, ckpt: str, pretrained: Pretrained, data: ForecastData, seed: int,
                device: torch.device, baselines: bool) -> SeedScores:
     """Every row of one pretraining seed (checkpoint ``ckpt``, loaded as ``pretrained``): probes (and fine-tuning)
@@ -348,8 +350,9 @@ def run(cfg: DictConfig) -> Path:
     out = write_results(
         cfg.out_dir, "forecast", card.name, rows, seed=seed_label(seeds),
         device=device_description(device), wall_s=time.time() - start,
-        extra={"ckpt": str(cfg.ckpt), **seed_fields(ckpts, {k: s.rows for k, s in scores.items()}), "lookback": lookback,
-               "pretrain_step": pretrain_steps({k: sc.pretrain_step for k, sc in scores.items()}), "probe_layers": list(cfg.eval.probe_layers),
+        extra={"ckpt": str(cfg.ckpt), **seed_fields(ckpts, {k: s.rows for k, s in scores.items()}),
+               "lookback": lookback, "pretrain_step": pretrain_steps({k: s.pretrain_step for k, s in scores.items()}),
+               "probe_layers": list(cfg.eval.probe_layers),
                "fit_stride": {s: stride[s] for s in ("train", "val")},
                # one seed: as before; several: keyed by seed
                "ridge_alpha": first.penalties if len(seeds) == 1 else {str(k): s.penalties for k, s in scores.items()},

@@ -32,9 +32,9 @@ from tsjepa.checkpoint import Pretrained  # noqa: E402
 from tsjepa.data.windows import drop_observations  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
-from tsjepa.eval import frozen_encoders, seed_fields, seed_label  # noqa: E402
+from tsjepa.eval import frozen_encoders, pretrain_steps, seed_fields, seed_label  # noqa: E402
 from tsjepa.eval.baselines import fill_gaps  # noqa: E402
-from tsjepa.eval.forecast import ForecastData, check_span, metrics, pretrain_steps, seed_data  # noqa: E402
+from tsjepa.eval.forecast import ForecastData, check_span, metrics, seed_data  # noqa: E402
 from tsjepa.heads import fit_head, fit_probe, probe_predict  # noqa: E402
 from tsjepa.results import aggregate_seeds, device_description, save_figure, write_results  # noqa: E402
 
@@ -56,9 +56,9 @@ def plot_degradation(path: Path, rows: list[dict], horizons: list[int]) -> None:
     save_figure(fig, path)
 
 
-def score_seed(cfg: DictConfig, data: ForecastData, pretrained: Pretrained, seed: int, device, horizons: list[int],
-               baselines: bool) -> list[dict]:
-    """Rows of the checkpoint's encoder (and its random-init twin, drawn with ``seed``) at every drop fraction
+def score_seed(cfg: DictConfig, ckpt: str, pretrained: Pretrained, data: ForecastData, seed: int, device,
+               horizons: list[int], baselines: bool) -> list[dict]:
+    """Rows of the encoder of checkpoint ``ckpt`` (and its random-init twin, drawn with ``seed``) at every drop fraction
     and horizon, and of the filled raw-window baselines when ``baselines``. The dropped observations depend on
     ``cfg.seed`` only, so every pretraining seed reads the same lookbacks."""
     alphas = list(cfg.eval.alphas)
@@ -68,7 +68,7 @@ def score_seed(cfg: DictConfig, data: ForecastData, pretrained: Pretrained, seed
     for fraction in cfg.eval.fractions:
         hidden = drop_observations(data.series, fraction, cfg.seed)
         base = {s: data.windows(s, horizons[0], stride[s], hidden) for s in stride}
-        check_span(pretrained.encoder, base["train"], cfg.ckpt)
+        check_span(pretrained.encoder, base["train"], ckpt)
         encoded = {model: {s: encode_windows(enc, w, torch.arange(len(w)), cfg.eval.batch_size, device,
                                              desc=f"s{seed} p={fraction} {model}/{s}") for s, w in base.items()}
                    for model, enc in encoders.items()}
@@ -102,7 +102,7 @@ def run(cfg: DictConfig) -> Path:
     ckpts, by_seed, steps = {}, {}, {}
     for i, (seed, ckpt, pretrained, data) in enumerate(seed_data(cfg, "irregular", device)):
         horizons = sorted(cfg.eval.horizons or data.card.protocol["horizons"])
-        by_seed[seed] = score_seed(cfg, data, pretrained, seed, device, horizons, baselines=i == 0)
+        by_seed[seed] = score_seed(cfg, ckpt, pretrained, data, seed, device, horizons, baselines=i == 0)
         ckpts[seed], steps[seed] = ckpt, pretrained.step
     rows = aggregate_seeds(by_seed, keys=("model", "mode", "horizon", "drop"), metrics=("mse", "mae"))
     seeds = list(ckpts)

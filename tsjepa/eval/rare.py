@@ -48,7 +48,14 @@ from tsjepa.data.anomaly import AnomalySet, LabelledSeries  # noqa: E402
 from tsjepa.data.sources import load_source  # noqa: E402
 from tsjepa.data.windows import Windows, fit_scaler  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
-from tsjepa.eval import seed_checkpoints, seed_fields, seed_label, single_dataset  # noqa: E402
+from tsjepa.eval import (  # noqa: E402
+    frozen_encoders,
+    pretrain_steps,
+    seed_checkpoints,
+    seed_fields,
+    seed_label,
+    single_dataset,
+)
 from tsjepa.eval.detection import detection_metrics, ucr_hit  # noqa: E402
 from tsjepa.eval.latent_scores import Whitener, latent_scores, standardised  # noqa: E402
 from tsjepa.eval.vus import sliding_window  # noqa: E402
@@ -156,25 +163,23 @@ class AnomalyBench:
     pretrain_step: int
 
     @classmethod
-    def load(cls, cfg: DictConfig, task: str, device, needs: str, min_channels: int = 1, ckpt: str | None = None,
-             seed: int | None = None) -> AnomalyBench:
-        """``needs`` names the benchmarks ``task`` accepts, for the error on any other dataset. The checkpoint
-        and the random-init twin's seed are ``ckpt`` and ``seed`` (default: ``cfg.ckpt``, ``cfg.seed``)."""
+    def load(cls, cfg: DictConfig, task: str, device, needs: str, ckpt: str, seed: int,
+             min_channels: int = 1) -> AnomalyBench:
+        """The benchmark ``cfg`` names, keyed for checkpoint ``ckpt`` and its random-init twin drawn with ``seed``.
+        ``needs`` names the benchmarks ``task`` accepts, for the error on any other dataset."""
         name = single_dataset(cfg, task)
         data, card = load_source(name, cfg.data)
         if not isinstance(data, AnomalySet) or len(data.channels) < min_channels:
             raise ValueError(f"{task} needs {needs}, got {name!r}")
-        ckpt = str(cfg.ckpt if ckpt is None else ckpt)
         pretrained = from_pretrained(ckpt, map_location=device)
         if pretrained.predictor is None:
             raise ValueError(f"{ckpt} holds no predictor; latent prediction scores need a full JEPA checkpoint")
         encoder = pretrained.encoder
-        torch.manual_seed(cfg.seed if seed is None else seed)
-        models = {"tsjepa": (encoder, pretrained.predictor)}
-        if cfg.eval.random_baseline:
-            models["random-init"] = (Encoder(encoder.config).to(device),
-                                     Predictor(pretrained.predictor.config, encoder.config.d_model,
-                                               encoder.config.channel_capacity).to(device))
+        # each twin encoder gets a random predictor too, drawn right after it
+        models = {model: (enc, pretrained.predictor if model == "tsjepa" else
+                          Predictor(pretrained.predictor.config, encoder.config.d_model,
+                                    encoder.config.channel_capacity).to(device))
+                  for model, enc in frozen_encoders(pretrained, seed, cfg.eval.random_baseline, device).items()}
         return cls(name, data, pretrained.vocab.ids(card.channel_keys(data.channels)),
                    int(round(encoder.config.patch_duration)), scoring_lookback(encoder, cfg, ckpt), models,
                    pretrained.step)
@@ -194,6 +199,7 @@ class AnomalySeedRows:
 
     checkpoints: dict[int, str]
     by_seed: dict[int, list[dict]]
+    steps: dict[int, int]  # each seed's pretraining steps
     bench: AnomalyBench
 
     @classmethod
@@ -201,12 +207,12 @@ class AnomalySeedRows:
               score_seed: Callable[[AnomalyBench, int, bool], list[dict]], min_channels: int = 1) -> AnomalySeedRows:
         """Load each seed's ``AnomalyBench`` (``needs`` and ``min_channels`` as in ``AnomalyBench.load``) and
         score it with ``score_seed(bench, seed, baselines)``: the raw baselines with the first seed only."""
-        checkpoints, by_seed = seed_checkpoints(cfg), {}
+        checkpoints, by_seed, steps = seed_checkpoints(cfg), {}, {}
         for i, (seed, ckpt) in enumerate(checkpoints.items()):
-            bench = AnomalyBench.load(cfg, task, device, needs, min_channels=min_channels, ckpt=ckpt, seed=seed)
+            bench = AnomalyBench.load(cfg, task, device, needs, ckpt, seed, min_channels=min_channels)
             per_series = score_seed(bench, seed, i == 0)
-            by_seed[seed] = mean_rows(per_series) + per_series
-        return cls(checkpoints, by_seed, bench)
+            by_seed[seed], steps[seed] = mean_rows(per_series) + per_series, bench.pretrain_step
+        return cls(checkpoints, by_seed, steps, bench)
 
     @property
     def seeds(self) -> list[int]:
@@ -218,7 +224,7 @@ class AnomalySeedRows:
 
     def record(self) -> dict:
         """The result file's fields about the scored checkpoints, and (several seeds) each seed's rows."""
-        return {**seed_fields(self.checkpoints, self.by_seed), "pretrain_step": self.bench.pretrain_step,
+        return {**seed_fields(self.checkpoints, self.by_seed), "pretrain_step": pretrain_steps(self.steps),
                 "lookback": self.bench.lookback, "patch": self.bench.patch}
 
 
