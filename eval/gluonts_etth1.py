@@ -48,11 +48,12 @@ from gluonts.model import evaluate_model  # noqa: E402
 from gluonts.model.seasonal_naive import SeasonalNaivePredictor  # noqa: E402
 from gluonts.torch import DeepAREstimator, PatchTSTEstimator  # noqa: E402
 
+from tsjepa.checkpoint import read_config  # noqa: E402
 from tsjepa.data.sources import load_card, load_dataset  # noqa: E402
 from tsjepa.data.windows import fit_scaler  # noqa: E402
-from tsjepa.eval import checkpoints_by_seed, seed_fields, seed_label  # noqa: E402
+from tsjepa.eval import SeedRows, checkpoints_by_seed  # noqa: E402
 from tsjepa.integrations.gluonts import TSJEPAEstimator  # noqa: E402
-from tsjepa.results import aggregate_seeds, device_description, save_figure, write_results  # noqa: E402
+from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HORIZON, CONTEXT, SEASON = 96, 336, 24
@@ -125,7 +126,7 @@ def main() -> None:
     ckpts = checkpoints_by_seed(args.ckpt, args.seed)
     inputs, labels = zip(*test_data, strict=True)
     pick = [i for i, entry in enumerate(inputs) if entry["item_id"] == PLOT_SERIES][windows // 2]
-    rows_by_seed: dict[int, list[dict]] = {}
+    scored = SeedRows()
     examples = {}
     with tempfile.TemporaryDirectory(prefix="gluonts-etth1-") as root:
         trainer = {"max_epochs": args.epochs, "default_root_dir": root, "enable_progress_bar": True}
@@ -147,7 +148,8 @@ def main() -> None:
                     trainer_kwargs=trainer, **budget)),
                 "seasonal-naive": (("seasonal-naive", "naive"), None),
             }
-            rows = rows_by_seed.setdefault(seed, [])
+            rows: list[dict] = []
+            scored.add(seed, ckpt, read_config(ckpt)["step"], rows)
             for name in args.models:
                 if i > 0 and name not in PRETRAINED:
                     continue  # baselines once
@@ -167,12 +169,12 @@ def main() -> None:
                     examples[f"{model} ({mode})"] = next(iter(predictor.predict([inputs[pick]])))
                 print(f"seed {seed}", {k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()},
                       flush=True)
-    rows = aggregate_seeds(rows_by_seed, keys=("model", "mode", "horizon"), metrics=METRICS)
-    seeds = list(ckpts)
+    rows = scored.aggregate(keys=("model", "mode", "horizon"), metrics=METRICS)
+    seeds = scored.seeds
     out = write_results(
-        args.out_dir, "gluonts", "etth1", rows, seed=seed_label(seeds),
+        args.out_dir, "gluonts", "etth1", rows, seed=scored.label,
         device=device_description(torch.device("cuda" if torch.cuda.is_available() else "cpu")), wall_s=time.time() - start,
-        extra={"ckpt": args.ckpt, **seed_fields(ckpts, rows_by_seed), "context_length": CONTEXT,
+        extra={"ckpt": args.ckpt, **scored.record(), "context_length": CONTEXT,
                "budget": {**budget, "epochs": args.epochs},
                "test": {"forecast_starts": windows, "distance_h": args.distance, "series": 7}},
         notes=(f"GluonTS pipeline on ETTh1 (train-standardised, 7 univariate series, item_id = channel). "

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from tsjepa.diagnostics import patch_recoverability, r_squared, recoverability, slot_share
+from tsjepa.eval import SeedRows
 from tsjepa.results import aggregate_seeds
 
 
@@ -52,3 +53,19 @@ def test_aggregate_seeds_means_stds_and_counts():
     assert out[0]["n_seeds"] == 2 and out[0]["n_windows"] == 10
     assert out[0]["folds"] == 3 and isinstance(out[0]["folds"], int)  # an equal count keeps its type
     assert out[1]["n_seeds"] == 1 and "mse_std" not in out[1]
+
+
+def test_seed_rows_record_what_each_seed_scored():
+    one = SeedRows()
+    one.add(3, "runs/a-s3/checkpoints/last", 250, [{"model": "tsjepa", "mse": 0.4}])
+    assert one.label == 3
+    assert one.record() == {"checkpoints": {"3": "runs/a-s3/checkpoints/last"}, "per_seed": {}, "pretrain_step": 250}
+    several = SeedRows()
+    for seed, step, mse in ((0, 250, 0.40), (1, 250, 0.42), (2, 300, 0.44)):
+        several.add(seed, f"runs/a-s{seed}/checkpoints/last", step, [{"model": "tsjepa", "mse": mse}])
+    assert several.label == [0, 1, 2]
+    record = several.record()
+    assert record["pretrain_step"] == {"0": 250, "1": 250, "2": 300}  # unequal: each seed's
+    assert record["per_seed"]["1"] == [{"model": "tsjepa", "mse": 0.42}]
+    (row,) = several.aggregate(keys=("model",), metrics=("mse",))
+    assert row["mse"] == pytest.approx(0.42) and row["n_seeds"] == 3 and row["mse_std"] == pytest.approx(0.02)

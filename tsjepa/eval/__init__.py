@@ -1,12 +1,14 @@
 """Evaluation harnesses: ``python -m tsjepa.eval <task> ckpt=... [data=...]``."""
 
 import glob
+from dataclasses import dataclass, field
 
 import torch
 from omegaconf import DictConfig
 
 from tsjepa.checkpoint import Pretrained, checkpoints_by
 from tsjepa.models import Encoder
+from tsjepa.results import aggregate_seeds
 
 
 def single_dataset(cfg: DictConfig, task: str) -> str:
@@ -51,18 +53,36 @@ def frozen_encoders(pretrained: Pretrained, seed: int, random_baseline: bool, de
     return encoders
 
 
-def seed_label(seeds: list[int]) -> int | list[int]:
-    """A result file's ``seed``: the one pretraining seed scored, or the list of them."""
-    return seeds if len(seeds) > 1 else seeds[0]
+@dataclass
+class SeedRows:
+    """A harness's result rows per pretraining seed, with each seed's checkpoint and pretraining steps: what it
+    aggregates (mean, ``<metric>_std``, ``n_seeds``) and records in its result file."""
 
+    checkpoints: dict[int, str] = field(default_factory=dict)
+    by_seed: dict[int, list[dict]] = field(default_factory=dict)
+    steps: dict[int, int] = field(default_factory=dict)
 
-def pretrain_steps(steps: dict[int, int]) -> int | dict[str, int]:
-    """A result file's ``pretrain_step``: the pretraining seeds' common step count, or each seed's."""
-    return next(iter(steps.values())) if len(set(steps.values())) == 1 else {str(k): v for k, v in steps.items()}
+    def add(self, seed: int, ckpt: str, step: int, rows: list[dict]) -> None:
+        """Record one seed's checkpoint, its pretraining step count and its rows."""
+        self.checkpoints[seed], self.steps[seed], self.by_seed[seed] = ckpt, step, rows
 
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.checkpoints)
 
-def seed_fields(checkpoints: dict[int, str], rows_by_seed: dict[int, list[dict]]) -> dict:
-    """A result file's fields about the scored pretraining seeds: each seed's checkpoint and (several seeds) each
-    seed's rows, from which the mean and std rows were aggregated."""
-    return {"checkpoints": {str(k): v for k, v in checkpoints.items()},
-            "per_seed": {str(k): v for k, v in rows_by_seed.items()} if len(checkpoints) > 1 else {}}
+    @property
+    def label(self) -> int | list[int]:
+        """A result file's ``seed``: the one pretraining seed scored, or the list of them."""
+        return self.seeds if len(self.seeds) > 1 else self.seeds[0]
+
+    def aggregate(self, keys: tuple[str, ...], metrics: tuple[str, ...]) -> list[dict]:
+        """One row per ``keys`` value: mean over seeds, ``<metric>_std`` and ``n_seeds`` (``aggregate_seeds``)."""
+        return aggregate_seeds(self.by_seed, keys=keys, metrics=metrics)
+
+    def record(self) -> dict:
+        """The result file's fields about the scored seeds: each seed's checkpoint, the common pretraining step
+        count (or each seed's), and (several seeds) each seed's rows, from which the mean and std rows came."""
+        steps = set(self.steps.values())
+        return {"checkpoints": {str(k): v for k, v in self.checkpoints.items()},
+                "per_seed": {str(k): v for k, v in self.by_seed.items()} if len(self.seeds) > 1 else {},
+                "pretrain_step": steps.pop() if len(steps) == 1 else {str(k): v for k, v in self.steps.items()}}

@@ -34,11 +34,11 @@ from omegaconf import DictConfig  # noqa: E402
 from tsjepa.data.windows import Windows  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
-from tsjepa.eval import frozen_encoders, pretrain_steps, seed_fields, seed_label  # noqa: E402
+from tsjepa.eval import SeedRows, frozen_encoders  # noqa: E402
 from tsjepa.eval.forecast import check_span, seed_data  # noqa: E402
 from tsjepa.heads import fit_probe, probe_predict  # noqa: E402
 from tsjepa.models import Encoder  # noqa: E402
-from tsjepa.results import aggregate_seeds, device_description, save_figure, write_results  # noqa: E402
+from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
 
 
 def derangement(n: int, gen: torch.Generator) -> torch.Tensor:
@@ -118,7 +118,7 @@ def score_encoder(cfg: DictConfig, encoder: Encoder, model: str, windows: dict[s
 def run(cfg: DictConfig) -> Path:
     start = time.time()
     device = resolve_device(cfg.device)
-    ckpts, by_seed, steps = {}, {}, {}
+    scored = SeedRows()
     for seed, ckpt, pretrained, data in seed_data(cfg, "channels", device):
         if len(data.ids) < 2:
             raise ValueError(f"{data.card.name} has one channel; channel-identity checks need at least two")
@@ -126,16 +126,14 @@ def run(cfg: DictConfig) -> Path:
         windows = {s: data.windows(s, cfg.eval.horizon, stride[s]) for s in stride}
         check_span(pretrained.encoder, windows["train"], ckpt)
         encoders = frozen_encoders(pretrained, seed, cfg.eval.random_baseline, device)
-        by_seed[seed] = [row for model, encoder in encoders.items()
-                         for row in score_encoder(cfg, encoder, model, windows, data.series.channels, device)]
-        ckpts[seed], steps[seed] = ckpt, pretrained.step
-    rows = aggregate_seeds(by_seed, keys=("model", "mode"), metrics=("mse", "mae", "max_abs_diff"))
-    seeds = list(ckpts)
+        scored.add(seed, ckpt, pretrained.step,
+                   [row for model, encoder in encoders.items()
+                    for row in score_encoder(cfg, encoder, model, windows, data.series.channels, device)])
+    rows = scored.aggregate(keys=("model", "mode"), metrics=("mse", "mae", "max_abs_diff"))
     out = write_results(
-        cfg.out_dir, "channels", data.card.name, rows, seed=seed_label(seeds),
+        cfg.out_dir, "channels", data.card.name, rows, seed=scored.label,
         device=device_description(device), wall_s=time.time() - start,
-        extra={"ckpt": str(cfg.ckpt), **seed_fields(ckpts, by_seed), "lookback": data.lookback,
-               "pretrain_step": pretrain_steps(steps)},
+        extra={"ckpt": str(cfg.ckpt), **scored.record(), "lookback": data.lookback},
         notes=(f"One ridge probe per encoder (horizon {cfg.eval.horizon}, fit on train windows with all channels), "
                "applied to test windows encoded under each change; MSE/MAE averaged over the channels scored, "
                "every test window. `mse_reference`: the unchanged model's MSE on the same channels. "
@@ -144,7 +142,7 @@ def run(cfg: DictConfig) -> Path:
                "`keep first k`: only the first k channels. `random-init`: the same architecture with random "
                "weights (its channel embeddings are random vectors, so they too tell channels apart). The raw "
                "`linear` baseline reads each channel alone, so no change here moves it: its MSE is the forecast "
-               f"table's. Rows: mean over the pretraining seed(s) {seeds} (each with its own random-init twin; "
+               f"table's. Rows: mean over the pretraining seed(s) {scored.seeds} (each with its own random-init twin; "
                f"the same permutation and derangement, seed {cfg.seed}), `<metric>_std` the sample std over seeds."),
     )
     plot_channels(out.with_suffix(".png"), [r for r in rows if r["model"] == "tsjepa"])

@@ -38,7 +38,6 @@ from sklearn.ensemble import IsolationForest  # noqa: E402
 
 from tsjepa.data.batch import Batch  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
-from tsjepa.eval import seed_label  # noqa: E402
 from tsjepa.eval.detection import localisation_metrics  # noqa: E402
 from tsjepa.eval.latent_scores import Whitener, latent_scores, standardised  # noqa: E402
 from tsjepa.eval.rare import AnomalyBench, AnomalySeedRows, ScoringSetup  # noqa: E402
@@ -192,7 +191,7 @@ def run(cfg: DictConfig) -> Path:
     rows, seeds = scored.rows(METRICS), scored.seeds
     n_channels = len(scored.bench.data.channels)
     out = write_results(
-        cfg.out_dir, "crosschannel", scored.bench.name, rows, seed=seed_label(scored.seeds),
+        cfg.out_dir, "crosschannel", scored.bench.name, rows, seed=scored.label,
         device=device_description(device), wall_s=time.time() - start,
         extra={"ckpt": str(cfg.ckpt), **scored.record(), "chance_top1": 1 / n_channels},
         notes=(f"Encoder rows: mean over the pretraining seed(s) {seeds} (each with its own random-init twin), "

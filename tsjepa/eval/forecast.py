@@ -39,14 +39,7 @@ from tsjepa.data.windows import Windows, count_windows, fit_scaler  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.diagnostics import embedding_report, recoverability, slot_share  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
-from tsjepa.eval import (  # noqa: E402
-    frozen_encoders,
-    pretrain_steps,
-    seed_checkpoints,
-    seed_fields,
-    seed_label,
-    single_dataset,
-)
+from tsjepa.eval import SeedRows, frozen_encoders, seed_checkpoints, single_dataset  # noqa: E402
 from tsjepa.eval.baselines import decomposition_features, seasonal_naive  # noqa: E402
 from tsjepa.eval.finetune import ForecastModel, finetune, predict  # noqa: E402
 from tsjepa.heads import (  # noqa: E402
@@ -59,7 +52,6 @@ from tsjepa.heads import (  # noqa: E402
 )
 from tsjepa.models import Encoder, EncoderOutput  # noqa: E402
 from tsjepa.results import (  # noqa: E402
-    aggregate_seeds,
     device_description,
     plot_label_efficiency,
     save_figure,
@@ -196,7 +188,6 @@ class SeedScores:
     penalties: dict[str, float]
     finetune_logs: dict[str, dict]
     examples: dict
-    pretrain_step: int
 
 
 @dataclass
@@ -327,7 +318,7 @@ def score_seed(cfg: DictConfig, ckpt: str, pretrained: Pretrained, data: Forecas
         rows.append({"model": model, "mode": mode, "horizon": "avg", "train_fraction": fraction, **mean,
                      "n_windows": sum(r["n_windows"] for r in mine),
                      **(health[model] if mode == "probe" else {})})
-    return SeedScores(rows, penalties, finetune_logs, examples, pretrained.step)
+    return SeedScores(rows, penalties, finetune_logs, examples)
 
 
 def run(cfg: DictConfig) -> Path:
@@ -335,23 +326,21 @@ def run(cfg: DictConfig) -> Path:
     check_eval_config(cfg)
     train_fractions(cfg)
     device = resolve_device(cfg.device)
-    ckpts, scores = {}, {}
+    scored, scores = SeedRows(), {}
     for i, (seed, ckpt, pretrained, data) in enumerate(seed_data(cfg, "forecast", device)):
-        ckpts[seed], scores[seed] = ckpt, score_seed(cfg, ckpt, pretrained, data, seed, device, baselines=i == 0)
-    first = scores[next(iter(scores))]
-    rows = aggregate_seeds({seed: s.rows for seed, s in scores.items()},
-                           keys=("model", "mode", "horizon", "train_fraction"),
-                           metrics=("mse", "mae", "val_mse"))
+        scores[seed] = score_seed(cfg, ckpt, pretrained, data, seed, device, baselines=i == 0)
+        scored.add(seed, ckpt, pretrained.step, scores[seed].rows)
+    first = scores[scored.seeds[0]]
+    rows = scored.aggregate(keys=("model", "mode", "horizon", "train_fraction"), metrics=("mse", "mae", "val_mse"))
     examples = first.examples
     data: ForecastData = examples["data"]
     card, lookback = data.card, data.lookback
     stride = data.strides(examples["horizon"], cfg.eval.max_fit_rows)
-    seeds = list(ckpts)
+    seeds = scored.seeds
     out = write_results(
-        cfg.out_dir, "forecast", card.name, rows, seed=seed_label(seeds),
+        cfg.out_dir, "forecast", card.name, rows, seed=scored.label,
         device=device_description(device), wall_s=time.time() - start,
-        extra={"ckpt": str(cfg.ckpt), **seed_fields(ckpts, {k: s.rows for k, s in scores.items()}),
-               "lookback": lookback, "pretrain_step": pretrain_steps({k: s.pretrain_step for k, s in scores.items()}),
+        extra={"ckpt": str(cfg.ckpt), **scored.record(), "lookback": lookback,
                "probe_layers": list(cfg.eval.probe_layers),
                "fit_stride": {s: stride[s] for s in ("train", "val")},
                # one seed: as before; several: keyed by seed

@@ -32,11 +32,11 @@ from tsjepa.checkpoint import Pretrained  # noqa: E402
 from tsjepa.data.windows import drop_observations  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
-from tsjepa.eval import frozen_encoders, pretrain_steps, seed_fields, seed_label  # noqa: E402
+from tsjepa.eval import SeedRows, frozen_encoders  # noqa: E402
 from tsjepa.eval.baselines import fill_gaps  # noqa: E402
 from tsjepa.eval.forecast import ForecastData, check_span, metrics, seed_data  # noqa: E402
 from tsjepa.heads import fit_head, fit_probe, probe_predict  # noqa: E402
-from tsjepa.results import aggregate_seeds, device_description, save_figure, write_results  # noqa: E402
+from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
 
 FILLS = ("ffill", "linear")
 
@@ -99,18 +99,16 @@ def score_seed(cfg: DictConfig, ckpt: str, pretrained: Pretrained, data: Forecas
 def run(cfg: DictConfig) -> Path:
     start = time.time()
     device = resolve_device(cfg.device)
-    ckpts, by_seed, steps = {}, {}, {}
+    scored = SeedRows()
     for i, (seed, ckpt, pretrained, data) in enumerate(seed_data(cfg, "irregular", device)):
         horizons = sorted(cfg.eval.horizons or data.card.protocol["horizons"])
-        by_seed[seed] = score_seed(cfg, ckpt, pretrained, data, seed, device, horizons, baselines=i == 0)
-        ckpts[seed], steps[seed] = ckpt, pretrained.step
-    rows = aggregate_seeds(by_seed, keys=("model", "mode", "horizon", "drop"), metrics=("mse", "mae"))
-    seeds = list(ckpts)
+        scored.add(seed, ckpt, pretrained.step,
+                   score_seed(cfg, ckpt, pretrained, data, seed, device, horizons, baselines=i == 0))
+    rows = scored.aggregate(keys=("model", "mode", "horizon", "drop"), metrics=("mse", "mae"))
     out = write_results(
-        cfg.out_dir, "irregular", data.card.name, rows, seed=seed_label(seeds),
+        cfg.out_dir, "irregular", data.card.name, rows, seed=scored.label,
         device=device_description(device), wall_s=time.time() - start,
-        extra={"ckpt": str(cfg.ckpt), **seed_fields(ckpts, by_seed), "lookback": data.lookback,
-               "pretrain_step": pretrain_steps(steps)},
+        extra={"ckpt": str(cfg.ckpt), **scored.record(), "lookback": data.lookback},
         notes=(f"Each channel's lookback observations dropped independently with probability `drop` (seed "
                f"{cfg.seed}, the same for every pretraining seed); targets complete; all test windows; MSE/MAE on "
                "train-standardised values. "
@@ -119,7 +117,7 @@ def run(cfg: DictConfig) -> Path:
                "`linear`: raw-window ridge on the lookback with gaps "
                "forward-filled (`ffill-filled`) or linearly interpolated (`linear-filled`) within the window. "
                "Heads refit at each drop rate on train windows with the same drop rate. Encoder rows: mean over "
-               f"the pretraining seed(s) {seeds} (each with its own random-init twin), `<metric>_std` the sample "
+               f"the pretraining seed(s) {scored.seeds} (each with its own random-init twin), `<metric>_std` the sample "
                "std over seeds (absent for one seed); baselines from the first seed."),
     )
     plot_degradation(out.with_suffix(".png"), rows, horizons)

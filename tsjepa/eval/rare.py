@@ -48,19 +48,12 @@ from tsjepa.data.anomaly import AnomalySet, LabelledSeries  # noqa: E402
 from tsjepa.data.sources import load_source  # noqa: E402
 from tsjepa.data.windows import Windows, fit_scaler  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
-from tsjepa.eval import (  # noqa: E402
-    frozen_encoders,
-    pretrain_steps,
-    seed_checkpoints,
-    seed_fields,
-    seed_label,
-    single_dataset,
-)
+from tsjepa.eval import SeedRows, frozen_encoders, seed_checkpoints, single_dataset  # noqa: E402
 from tsjepa.eval.detection import detection_metrics, ucr_hit  # noqa: E402
 from tsjepa.eval.latent_scores import Whitener, latent_scores, standardised  # noqa: E402
 from tsjepa.eval.vus import sliding_window  # noqa: E402
 from tsjepa.models import Encoder, Predictor  # noqa: E402
-from tsjepa.results import aggregate_seeds, device_description, save_figure, write_results  # noqa: E402
+from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
 
 HELD_OUT = 0.2  # share of normal train windows kept out of every fit, for calibration
 
@@ -192,14 +185,11 @@ class AnomalyBench:
         return ScoringSetup(item, self.ids, self.lookback, self.patch, max_train)
 
 
-@dataclass
-class AnomalySeedRows:
+@dataclass(kw_only=True)
+class AnomalySeedRows(SeedRows):
     """An anomaly harness's rows over the pretraining seeds of ``cfg.ckpt``: seed -> its ``series: mean`` rows,
     then its per-series rows; and the last seed's bench (the data and window geometry every seed shares)."""
 
-    checkpoints: dict[int, str]
-    by_seed: dict[int, list[dict]]
-    steps: dict[int, int]  # each seed's pretraining steps
     bench: AnomalyBench
 
     @classmethod
@@ -207,25 +197,20 @@ class AnomalySeedRows:
               score_seed: Callable[[AnomalyBench, int, bool], list[dict]], min_channels: int = 1) -> AnomalySeedRows:
         """Load each seed's ``AnomalyBench`` (``needs`` and ``min_channels`` as in ``AnomalyBench.load``) and
         score it with ``score_seed(bench, seed, baselines)``: the raw baselines with the first seed only."""
-        checkpoints, by_seed, steps = seed_checkpoints(cfg), {}, {}
-        for i, (seed, ckpt) in enumerate(checkpoints.items()):
+        scored = SeedRows()
+        for i, (seed, ckpt) in enumerate(seed_checkpoints(cfg).items()):
             bench = AnomalyBench.load(cfg, task, device, needs, ckpt, seed, min_channels=min_channels)
             per_series = score_seed(bench, seed, i == 0)
-            by_seed[seed], steps[seed] = mean_rows(per_series) + per_series, bench.pretrain_step
-        return cls(checkpoints, by_seed, steps, bench)
-
-    @property
-    def seeds(self) -> list[int]:
-        return list(self.checkpoints)
+            scored.add(seed, ckpt, bench.pretrain_step, mean_rows(per_series) + per_series)
+        return cls(scored.checkpoints, scored.by_seed, scored.steps, bench=bench)
 
     def rows(self, metrics: tuple[str, ...]) -> list[dict]:
         """Mean over seeds per (model, mode, series), with ``<metric>_std`` and ``n_seeds``."""
-        return aggregate_seeds(self.by_seed, keys=("model", "mode", "series"), metrics=metrics)
+        return self.aggregate(keys=("model", "mode", "series"), metrics=metrics)
 
     def record(self) -> dict:
-        """The result file's fields about the scored checkpoints, and (several seeds) each seed's rows."""
-        return {**seed_fields(self.checkpoints, self.by_seed), "pretrain_step": pretrain_steps(self.steps),
-                "lookback": self.bench.lookback, "patch": self.bench.patch}
+        """``SeedRows.record`` and the window geometry."""
+        return {**super().record(), "lookback": self.bench.lookback, "patch": self.bench.patch}
 
 
 def mean_rows(per_series: list[dict]) -> list[dict]:
@@ -309,7 +294,7 @@ def run(cfg: DictConfig) -> Path:
     patch, lookback = bench.patch, bench.lookback
     n_series = len({r["series"] for r in rows}) - 1
     out = write_results(
-        cfg.out_dir, "rare", bench.name, rows, seed=seed_label(scored.seeds),
+        cfg.out_dir, "rare", bench.name, rows, seed=scored.label,
         device=device_description(device), wall_s=time.time() - start,
         extra={"ckpt": str(cfg.ckpt), **scored.record(),
                "skipped_without_anomaly": without_anomaly(bench, cfg.eval.series)},
