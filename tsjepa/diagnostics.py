@@ -38,16 +38,23 @@ def embedding_report(z: Tensor, num_slices: int = 256, seed: int = 0, step: int 
     }
 
 
-def slot_share(z: Tensor, slots: Tensor) -> float:
+def slot_share(z: Tensor, slots: Tensor, chunk: int = 1 << 16) -> float:
     """Share of the variance of tokens ``z`` ``[N, D]`` that their slot alone explains: 1 - (sum of squares
     about each slot's mean) / (sum of squares about the overall mean), ``slots`` ``[N]`` integer ids of each
-    token's (channel, patch position). Near 1: the tokens are position and channel codes, not content."""
-    z = z.double()
+    token's (channel, patch position). Near 1: the tokens are position and channel codes, not content.
+    Accumulates per-slot sums in float64 over chunks of ``chunk`` tokens, so memory stays ~``z``'s own
+    (a weather test split holds ~4.6M tokens)."""
     ids = torch.unique(slots, return_inverse=True)[1]
-    means = torch.zeros(int(ids.max()) + 1, z.shape[1], dtype=z.dtype, device=z.device).index_add_(0, ids, z)
-    means /= torch.bincount(ids)[:, None]
-    total = ((z - z.mean(0)) ** 2).sum()
-    return float(1 - ((z - means[ids]) ** 2).sum() / total) if total > 0 else float("nan")
+    sums = torch.zeros(int(ids.max()) + 1, z.shape[1], dtype=torch.float64, device=z.device)
+    squares = torch.zeros((), dtype=torch.float64, device=z.device)
+    for start in range(0, len(z), chunk):
+        part = z[start:start + chunk].double()
+        sums.index_add_(0, ids[start:start + chunk], part)
+        squares += (part**2).sum()
+    counts = torch.bincount(ids, minlength=len(sums)).double()
+    total = squares - (sums.sum(0) ** 2).sum() / len(z)
+    within = squares - ((sums**2).sum(1) / counts.clamp(min=1)).sum()
+    return float(1 - within / total) if total > 0 else float("nan")
 
 
 def r_squared(pred: Tensor, target: Tensor, observed: Tensor | None = None) -> float:
