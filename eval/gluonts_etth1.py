@@ -149,7 +149,6 @@ def main() -> None:
                 "seasonal-naive": (("seasonal-naive", "naive"), None),
             }
             rows: list[dict] = []
-            scored.add(seed, ckpt, read_config(ckpt)["step"], rows)
             for name in args.models:
                 if i > 0 and name not in PRETRAINED:
                     continue  # baselines once
@@ -169,6 +168,7 @@ def main() -> None:
                     examples[f"{model} ({mode})"] = next(iter(predictor.predict([inputs[pick]])))
                 print(f"seed {seed}", {k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()},
                       flush=True)
+            scored.add(seed, ckpt, read_config(ckpt)["step"], rows)
     rows = scored.aggregate(keys=("model", "mode", "horizon"), metrics=METRICS)
     seeds = scored.seeds
     out = write_results(

@@ -51,9 +51,9 @@ def slot_share(z: Tensor, slots: Tensor, chunk: int = 1 << 16) -> float:
         part = z[start:start + chunk].double()
         sums.index_add_(0, ids[start:start + chunk], part)
         squares += (part**2).sum()
-    counts = torch.bincount(ids, minlength=len(sums)).double()
+    counts = torch.bincount(ids).double()  # every slot id occurs (torch.unique's inverse)
     total = squares - (sums.sum(0) ** 2).sum() / len(z)
-    within = squares - ((sums**2).sum(1) / counts.clamp(min=1)).sum()
+    within = squares - ((sums**2).sum(1) / counts).sum()
     return float(1 - within / total) if total > 0 else float("nan")
 
 
