@@ -109,8 +109,8 @@ def test_rare_eval_scores_every_test_row(smd_checkpoint, tmp_path):
     rows = [r for r in record["rows"] if r["series"] == "machine-1-2"]
     assert {(r["model"], r["mode"]) for r in rows} == {
         ("zscore", "baseline"), ("pca", "baseline"), ("iforest", "baseline"),
-        ("tsjepa", "prediction"), ("tsjepa", "chi2"), ("tsjepa", "chi2-channels"),
-        ("random-init", "prediction"), ("random-init", "chi2"), ("random-init", "chi2-channels")}
+        *((model, mode) for model in ("tsjepa", "random-init")
+          for mode in ("prediction", "chi2", "chi2-channels", "combined"))}
     test_rows = 23694  # machine-1-2 test rows, each scored once
     for r in rows:
         assert r["n_windows"] == -(-test_rows // 8)

@@ -18,7 +18,10 @@ adjustment and, labelled, point-adjusted F1; UCR accuracy for UCR. Every model s
   that channel's last-patch embeddings on normal train windows, and the squared whitened norms summed over
   channels (chi-square with C x D dof if the channels were independent), so a deviation in a few of many
   channels is not averaged away before it is measured;
-- ``random-init``: the same three scores from the same architecture with random weights (encoder and predictor);
+- ``tsjepa`` / ``combined``: ``prediction`` + ``chi2``, each robust-standardised ((s - median) / IQR) on the
+  held-out normal train windows, so neither unit dominates: one label-free score that is high when the window is
+  either badly predicted or off the normal embedding distribution;
+- ``random-init``: the same four scores from the same architecture with random weights (encoder and predictor);
 - ``zscore``: largest robust z-score (median / MAD of the train rows) over the last patch's rows and channels;
 - ``pca``: reconstruction error of the last patch (flattened channels x rows) by a PCA fit on train windows
   keeping 95% of the variance;
@@ -112,21 +115,29 @@ def baseline_scores(setup: ScoringSetup, seed: int) -> dict[str, np.ndarray]:
     }
 
 
+COMBINED = ("prediction", "chi2")  # the scores the label-free ``combined`` score sums
+
+
 def encoder_scores(encoder: Encoder, predictor: Predictor, setup: ScoringSetup, cfg: DictConfig, device,
                    desc: str) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Test-window scores of one encoder (``prediction``, ``chi2``, ``chi2-channels``) and, for each chi-square
-    score, its false-alarm rate at p < 0.01 on held-out normal windows."""
+    """Test-window scores ``[N_test]`` of one encoder (``prediction``, ``chi2``, ``chi2-channels``, ``combined``)
+    and, for each chi-square score, its false-alarm rate at p < 0.01 on held-out normal windows."""
     train = latent_scores(encoder, predictor, setup.windows, setup.train, cfg.eval.batch_size, device, f"{desc}/train")
     test = latent_scores(encoder, predictor, setup.windows, setup.test, cfg.eval.batch_size, device, f"{desc}/test")
     fit, held_out = slice(0, setup.n_fit), slice(setup.n_fit, None)
-    scores = {"prediction": standardised(test.errors, train.errors[fit]).nanmean(1).nan_to_num(0.0).numpy()}
+    # every score on the test windows and on the held-out normal train windows (its reference)
+    scores, held = {}, {}
+    scores["prediction"], held["prediction"] = (standardised(errors, train.errors[fit]).nanmean(1).nan_to_num(0.0)
+                                                for errors in (test.errors, train.errors[held_out]))
     false_alarm = {}
     for mode, train_z, test_z in (("chi2", train.tail, test.tail), ("chi2-channels", train.tokens, test.tokens)):
         whitener = Whitener.fit(train_z[fit])
         # the squared norm orders windows as the p-value does (fixed dof) without underflowing to p = 0
-        scores[mode] = whitener.squared_norm(test_z).numpy()
+        scores[mode], held[mode] = whitener.squared_norm(test_z), whitener.squared_norm(train_z[held_out])
         false_alarm[mode] = float((whitener.p_values(train_z[held_out]) < 0.01).mean())
-    return scores, false_alarm
+    scores["combined"] = sum(standardised(scores[mode][:, None].float(), held[mode][:, None].float())[:, 0]
+                             for mode in COMBINED)
+    return {mode: s.numpy() for mode, s in scores.items()}, false_alarm
 
 
 def scoring_lookback(encoder: Encoder, cfg: DictConfig, ckpt: str) -> int:
@@ -309,7 +320,8 @@ def run(cfg: DictConfig) -> Path:
                "comparison with the literature only). `prediction`: latent prediction error of the masked last "
                "patch; `chi2`: squared norm of the whitened window embedding (chi-square with D dof, p-value "
                "monotone in it); `chi2-channels`: per-channel whitened last-patch embeddings, squared norms summed "
-               "over channels (C x D dof); "
+               "over channels (C x D dof); `combined`: `prediction` + `chi2`, each robust-standardised (median / IQR) on "
+               "held-out normal train windows; "
                "`false_alarm@0.01`: share of held-out normal train windows with p < 0.01 (0.01 = calibrated). "
                "`random-init`: same architecture, random weights. Baselines on the same last patches: robust "
                "z-score, PCA (95% variance) reconstruction error, IsolationForest."),
