@@ -84,7 +84,9 @@ def test_classify_over_pretraining_seeds(fold0_checkpoint, tmp_path):
     with pytest.raises(ValueError, match=r"no checkpoint for \(seed, held-out fold\) \[\(0, 1\), \(1, 1\)\]"):
         classify.run(compose_config("eval", [*overrides, "eval.folds=[0,1]"]))
     record = json.loads(classify.run(compose_config("eval", [*overrides, "eval.folds=[0]"])).read_text())
-    assert record["seed"] == [0, 1]
+    assert record["seed"] == [0, 1] and set(record["per_seed"]) == {"0", "1"}
+    assert record["checkpoints"]["1"] == {"0": f"{root}/s1/fold0/checkpoints/last"}
+    assert record["pretrain_step"] == 2  # every (seed, fold) checkpoint was pretrained 2 steps
     row = next(r for r in record["rows"] if r["model"] == "tsjepa")
     per_seed = [f["auroc"] for f in record["folds"]["tsjepa/probe@1"]]
     assert [f["seed"] for f in record["folds"]["tsjepa/probe@1"]] == [0, 1]

@@ -58,12 +58,13 @@ class SeedRows:
     """A harness's result rows per pretraining seed, with each seed's checkpoint and pretraining steps: what it
     aggregates (mean, ``<metric>_std``, ``n_seeds``) and records in its result file."""
 
-    checkpoints: dict[int, str] = field(default_factory=dict)
+    checkpoints: dict[int, str | dict[int, str]] = field(default_factory=dict)
     by_seed: dict[int, list[dict]] = field(default_factory=dict)
-    steps: dict[int, int] = field(default_factory=dict)
+    steps: dict[int, int | dict[int, int]] = field(default_factory=dict)
 
-    def add(self, seed: int, ckpt: str, step: int, rows: list[dict]) -> None:
-        """Record one seed's checkpoint, its pretraining step count and its rows."""
+    def add(self, seed: int, ckpt: str | dict[int, str], step: int | dict[int, int], rows: list[dict]) -> None:
+        """Record one seed's checkpoint (or fold -> checkpoint, for a harness that pretrains per held-out fold),
+        its pretraining step count (or fold -> steps) and its rows."""
         self.checkpoints[seed], self.steps[seed], self.by_seed[seed] = ckpt, step, rows
 
     @property
@@ -82,7 +83,8 @@ class SeedRows:
     def record(self) -> dict:
         """The result file's fields about the scored seeds: each seed's checkpoint, the common pretraining step
         count (or each seed's), and (several seeds) each seed's rows, from which the mean and std rows came."""
-        steps = set(self.steps.values())
+        steps = list(self.steps.values())
+        common = all(s == steps[0] for s in steps)
         return {"checkpoints": {str(k): v for k, v in self.checkpoints.items()},
                 "per_seed": {str(k): v for k, v in self.by_seed.items()} if len(self.seeds) > 1 else {},
-                "pretrain_step": steps.pop() if len(steps) == 1 else {str(k): v for k, v in self.steps.items()}}
+                "pretrain_step": steps[0] if common else {str(k): v for k, v in self.steps.items()}}

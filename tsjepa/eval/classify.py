@@ -47,16 +47,15 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from tsjepa.checkpoint import Pretrained, checkpoints_by, from_pretrained  # noqa: E402
+from tsjepa.checkpoint import Pretrained, checkpoints_by, from_pretrained, read_config  # noqa: E402
 from tsjepa.data.records import ClippedScaler, RecordSet, RecordWindows  # noqa: E402
 from tsjepa.data.sources import load_source  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
-from tsjepa.eval import frozen_encoders, single_dataset  # noqa: E402
+from tsjepa.eval import SeedRows, frozen_encoders, single_dataset  # noqa: E402
 from tsjepa.eval.finetune import train_with_early_stopping  # noqa: E402
 from tsjepa.models import Encoder, EncoderOutput  # noqa: E402
 from tsjepa.results import (  # noqa: E402
-    aggregate_seeds,
     device_description,
     plot_label_efficiency,
     save_figure,
@@ -341,26 +340,27 @@ def run(cfg: DictConfig) -> Path:
     fractions = sorted({float(f) for f in cfg.eval.train_fractions})
     if not fractions or not all(0 < f <= 1 for f in fractions):
         raise ValueError(f"eval.train_fractions must be a non-empty list in (0, 1], got {cfg.eval.train_fractions}")
-    checkpoints = fold_checkpoints(cfg, folds)
     summary = summary_features(records)
     per_fold: dict[tuple[str, float], list[dict]] = {}
-    rows_by_seed: dict[int, list[dict]] = {}
+    scored = SeedRows()
     logs = []
-    for seed, ckpts in checkpoints.items():
+    for seed, ckpts in fold_checkpoints(cfg, folds).items():
         seed_folds, seed_logs = score_folds(cfg, seed, ckpts, records, summary, card, fractions, device)
-        rows_by_seed[seed] = fold_means(seed_folds, len(records))
+        steps = {fold: int(read_config(ckpt)["step"]) for fold, ckpt in ckpts.items()}
+        common = len(set(steps.values())) == 1
+        scored.add(seed, ckpts, next(iter(steps.values())) if common else steps, fold_means(seed_folds, len(records)))
         logs += seed_logs
-        for key, scored in seed_folds.items():
-            per_fold.setdefault(key, []).extend(scored)
-    rows = aggregate_seeds(rows_by_seed, ("model", "mode", "train_fraction"), ("val_auroc", "auroc", "auc_pr"))
-    seeds = list(checkpoints)
+        for key, fold_scores in seed_folds.items():
+            per_fold.setdefault(key, []).extend(fold_scores)
+    rows = scored.aggregate(("model", "mode", "train_fraction"), ("val_auroc", "auroc", "auc_pr"))
+    seeds = scored.seeds
     spread = ("mean and std over folds of AUROC and AUC-PR on each held-out fold" if len(seeds) == 1 else
               f"mean over {len(seeds)} pretraining seeds of each seed's mean over folds, and the sample std over "
               "seeds (each seed with its own heads, labelled subsets and random-init twin)")
     out = write_results(
-        cfg.out_dir, "classify", name, rows, seed=seeds if len(seeds) > 1 else seeds[0],
+        cfg.out_dir, "classify", name, rows, seed=scored.label,
         device=device_description(device), wall_s=time.time() - start,
-        extra={"ckpt": str(cfg.ckpt), "label": card.protocol["label"],
+        extra={"ckpt": str(cfg.ckpt), **scored.record(), "label": card.protocol["label"],
                "folds": {f"{k}@{f:g}": v for (k, f), v in per_fold.items()}, "finetune": logs,
                "fold_seed": cfg.data.fold_seed},
         notes=(f"{card.protocol['label']} from the first {card.protocol['span']} h, {len(records)} stays, "
