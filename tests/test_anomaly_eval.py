@@ -175,7 +175,7 @@ def test_crosschannel_eval_ranks_channels(smd_checkpoint, tmp_path):
     record = json.loads(crosschannel.run(cfg).read_text())
     rows = {(r["model"], r["mode"], r["series"]): r for r in record["rows"]}
     models = (("zscore", "baseline"), ("pca", "baseline"), ("iforest", "baseline"), ("tsjepa", "prediction"),
-              ("tsjepa", "chi2"))
+              ("tsjepa", "chi2"), ("tsjepa", "combined"))
     assert set(rows) == {(m, mode, s) for m, mode in models for s in ("machine-1-2", "mean")}
     for r in rows.values():
         assert 0 <= r["hitrate@100"] <= r["hitrate@150"] <= 1 and 0 <= r["top1"] <= 1 and 0 < r["mrr"] <= 1

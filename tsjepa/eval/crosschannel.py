@@ -8,8 +8,9 @@ Two questions, one encoder:
    of its last patch when that channel alone is masked and predicted from its own past and the other channels
    (standardised by the same errors on normal train windows; mode ``prediction``), or by the squared whitened
    norm of its last-patch embedding under a Gaussian fit to that channel's embeddings on normal train windows
-   (mode ``chi2``, the per-channel term of the rare-regime ``chi2-channels`` score), averaged over the windows
-   whose last patch overlaps the segment (at most ``eval.windows_per_segment``, evenly spaced).
+   (mode ``chi2``, the per-channel term of the rare-regime ``chi2-channels`` score), or by their sum after
+   each is robust-standardised per channel on held-out normal train windows (mode ``combined``), averaged over
+   the windows whose last patch overlaps the segment (at most ``eval.windows_per_segment``, evenly spaced).
 2. **Controlled decoupling.** On normal test windows, one random channel is replaced by the same channel's
    values from a random normal train window: its own dynamics are kept, its relation to the other channels
    is broken. Reported: how often the injected channel is ranked first (``top1``; chance = 1 / C) and its
@@ -24,6 +25,7 @@ architecture at random weights.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -39,7 +41,7 @@ from sklearn.ensemble import IsolationForest  # noqa: E402
 from tsjepa.data.batch import Batch  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.eval.detection import localisation_metrics  # noqa: E402
-from tsjepa.eval.latent_scores import Whitener, latent_scores, standardised  # noqa: E402
+from tsjepa.eval.latent_scores import LatentScores, Whitener, latent_scores, standardised  # noqa: E402
 from tsjepa.eval.rare import AnomalyBench, AnomalySeedRows, ScoringSetup  # noqa: E402
 from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
 
@@ -111,6 +113,19 @@ def injected_rows(setup: ScoringSetup, targets, channels, sources) -> np.ndarray
     return rows
 
 
+def channel_combined(held_out: LatentScores, whitener: Whitener) -> Callable[[LatentScores], torch.Tensor]:
+    """The per-channel ``combined`` score: a channel's prediction error and its squared whitened norm, each
+    robust-standardised per channel by the same score on held-out normal windows (so neither unit dominates),
+    summed. Returns scores ``[N, C]`` -> ``[N, C]`` (NaN where the channel's last patch is unobserved)."""
+    held_norms = whitener.group_norms(held_out.tokens).float()
+
+    def combined(scores: LatentScores) -> torch.Tensor:
+        return (standardised(scores.errors, held_out.errors)
+                + standardised(whitener.group_norms(scores.tokens).float(), held_norms))
+
+    return combined
+
+
 def rank_of(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """1-based rank of channel ``truth[i]`` in ``scores[i]`` (higher score = ranked earlier; a tie ranks the
     true channel last among those it ties with, so constant scores earn nothing)."""
@@ -155,8 +170,10 @@ def score_seed(bench: AnomalyBench, cfg: DictConfig, device, with_baselines: boo
                                                      inj_baselines[baseline])
         for model, (enc, pred) in bench.models.items():
             desc = f"{item.name}/{model}"
-            normal = latent_scores(enc, pred, setup.windows, setup.train[: setup.n_fit], batch, device,
-                                   f"{desc}/normal", per_channel=True)
+            normal, held_out = (latent_scores(enc, pred, setup.windows, index, batch, device, f"{desc}/{part}",
+                                              per_channel=True)
+                                for part, index in (("normal", setup.train[: setup.n_fit]),
+                                                    ("held-out", setup.train[setup.n_fit:])))
             whitener = Whitener.fit(normal.tokens)
             seg = [latent_scores(enc, pred, setup.windows, w, batch, device, f"{desc}/segments", per_channel=True)
                    for w in seg_windows]
@@ -167,6 +184,9 @@ def score_seed(bench: AnomalyBench, cfg: DictConfig, device, with_baselines: boo
                 standardised(inj.errors, normal.errors).nan_to_num(-1e9).numpy())
             rank_scores[model, "chi2"] = ([whitener.group_norms(s.tokens).mean(0).numpy() for s in seg],
                                           whitener.group_norms(inj.tokens).numpy())
+            combined = channel_combined(held_out, whitener)
+            rank_scores[model, "combined"] = ([combined(s).nanmean(0).numpy() for s in seg],
+                                              combined(inj).nan_to_num(-1e9).numpy())
         for (model, mode), (seg_scores, inj) in rank_scores.items():
             found = [localisation_metrics(s, seg.channels) for s, seg in zip(seg_scores, segments, strict=True)]
             ranks = rank_of(inj, channels.numpy())
@@ -201,7 +221,8 @@ def run(cfg: DictConfig) -> Path:
                "segments, then machines (`series: mean`). tsjepa/random-init rank by the latent prediction error "
                "of a channel's last patch when it alone is masked, standardised by normal train windows "
                "(`prediction`), or by the squared whitened norm of that patch's embedding under a per-channel "
-               "Gaussian of normal train windows (`chi2`). "
+               "Gaussian of normal train windows (`chi2`), or their sum after each is robust-standardised per channel "
+               "(median / IQR) on held-out normal train windows (`combined`). "
                f"Controlled decoupling: one channel of a normal test window replaced by its values from a normal "
                f"train window; `top1` = share ranked first (chance {1 / n_channels:.3f}), `mrr` = mean "
                "reciprocal rank. Baselines per channel: robust z-score, PCA residual, IsolationForest score."),
