@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -17,9 +18,11 @@ from tsjepa.atomic import write_file
 from tsjepa.resources import CHECKOUT, in_checkout
 
 
+@functools.cache
 def git_commit() -> str:
-    """HEAD's hash, suffixed ``-dirty`` when tracked files have uncommitted changes; for an installed package
-    (no checkout) the tsjepa version."""
+    """HEAD's hash when this process first asked (it asks on import, so a commit made while a long eval runs is
+    not recorded as the code that ran), suffixed ``-dirty`` when tracked files had uncommitted changes; for an
+    installed package (no checkout) the tsjepa version."""
     if not in_checkout():
         from tsjepa import __version__
 
@@ -32,6 +35,9 @@ def git_commit() -> str:
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+git_commit()
 
 
 def device_description(device: torch.device) -> str:
