@@ -81,10 +81,11 @@ class SeedRows:
         return aggregate_seeds(self.by_seed, keys=keys, metrics=metrics)
 
     def record(self) -> dict:
-        """The result file's fields about the scored seeds: each seed's checkpoint, the common pretraining step
-        count (or each seed's), and (several seeds) each seed's rows, from which the mean and std rows came."""
-        steps = list(self.steps.values())
-        common = all(s == steps[0] for s in steps)
+        """The result file's fields about the scored seeds: each seed's checkpoint(s), the pretraining step count
+        common to every checkpoint (or each seed's, per fold where given), and (several seeds) each seed's rows,
+        from which the mean and std rows came."""
+        counts = [n for step in self.steps.values() for n in (step.values() if isinstance(step, dict) else (step,))]
+        common = all(n == counts[0] for n in counts)
         return {"checkpoints": {str(k): v for k, v in self.checkpoints.items()},
                 "per_seed": {str(k): v for k, v in self.by_seed.items()} if len(self.seeds) > 1 else {},
-                "pretrain_step": steps[0] if common else {str(k): v for k, v in self.steps.items()}}
+                "pretrain_step": counts[0] if common else {str(k): v for k, v in self.steps.items()}}

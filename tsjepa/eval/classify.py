@@ -346,9 +346,8 @@ def run(cfg: DictConfig) -> Path:
     logs = []
     for seed, ckpts in fold_checkpoints(cfg, folds).items():
         seed_folds, seed_logs = score_folds(cfg, seed, ckpts, records, summary, card, fractions, device)
-        steps = {fold: int(read_config(ckpt)["step"]) for fold, ckpt in ckpts.items()}
-        common = len(set(steps.values())) == 1
-        scored.add(seed, ckpts, next(iter(steps.values())) if common else steps, fold_means(seed_folds, len(records)))
+        scored.add(seed, ckpts, {fold: int(read_config(ckpt)["step"]) for fold, ckpt in ckpts.items()},
+                   fold_means(seed_folds, len(records)))
         logs += seed_logs
         for key, fold_scores in seed_folds.items():
             per_fold.setdefault(key, []).extend(fold_scores)
