@@ -15,7 +15,10 @@ windows) scores:
 Stages: ``own`` pretrains the same-dataset encoders, ``score`` runs the evaluations (resumable: a result newer
 than its checkpoint is kept), ``collect`` writes ``eval/results/transfer/<target>.{json,md,png}``; ``steps``
 scores the corpus run's step snapshots on ``--targets`` at full labels and writes
-``eval/results/transfer/scaling.{json,md,png}``. Single pretraining seed (0) throughout.
+``eval/results/transfer/scaling.{json,md,png}``; ``share`` pretrains the corpus recipe on every 4th corpus file
+(8 of 29, same steps and seed) and writes ``eval/results/transfer/share.{json,md,png}``: that encoder against the
+shipped one (all 29 files) on ``--targets`` at full labels, with the random-init twin and the raw baselines.
+Single pretraining seed (0) throughout.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 from tsjepa.checkpoint import resolve_checkpoint  # noqa: E402
 from tsjepa.results import save_figure, write_results  # noqa: E402
@@ -48,6 +52,10 @@ TARGETS = ("etth1", "ettm1", "weather", "exchange_rate", "illness")
 FRACTIONS = "[0.05,0.1,1.0]"
 # own-dataset encoders the objective study already trained with this recipe (same steps, seed 0)
 STUDY = {t: ROOT / "runs" / "objective-study" / t / "proj-axes-s0" for t in ("etth1", "weather")}
+# the corpus-share arm: every 4th file of the corpus (sorted as in the data config), a fixed spread over domains
+CORPUS_FILES = list(OmegaConf.load(ROOT / "configs" / "data" / "corpus.yaml").data.datasets)
+SHARE_FILES = CORPUS_FILES[::4]
+SHARE_RUN = RUNS / "corpus-share-s0"
 
 
 def run(cmd: list[str]) -> None:
@@ -170,15 +178,63 @@ def scaling(targets: list[str], out_dir: str) -> Path:
     return out
 
 
+def share(targets: list[str], out_dir: str) -> Path:
+    """Transfer MSE (full labels, probe) of the corpus recipe pretrained on `SHARE_FILES` against the shipped
+    encoder pretrained on every file, with the random-init twin and the raw baselines of the same run."""
+    if not (SHARE_RUN / "checkpoints" / "last").exists():
+        run([sys.executable, "-m", "tsjepa.train", "data=corpus", f"data.datasets=[{','.join(SHARE_FILES)}]",
+             f"run_dir={SHARE_RUN}"])
+    fraction = len(SHARE_FILES) / len(CORPUS_FILES)
+    arms = (("shipped", resolve_checkpoint(CORPUS), 1.0, "true"), ("share", SHARE_RUN / "checkpoints" / "last",
+                                                                  fraction, "false"))
+    rows, device, wall = [], "none", 0.0
+    for target in targets:
+        for which, ckpt, corpus_share, twin in arms:
+            path = RUNS / target / f"eval-{which}-full" / "forecast" / f"{target}.json"
+            if not (path.exists() and path.stat().st_mtime > (ckpt / "config.json").stat().st_mtime):
+                run([sys.executable, "-m", "tsjepa.eval", "forecast", f"data={target}", f"ckpt={ckpt}",
+                     f"eval.random_baseline={twin}", f"out_dir={path.parents[1]}"])
+            record = json.loads(path.read_text())
+            device, wall = record["device"], wall + record["wall_s"]
+            for r in record["rows"]:
+                if r["horizon"] == "avg" and (r["model"] == "tsjepa" or which == "shipped"):
+                    rows.append({"model": r["model"], "mode": r["mode"], "horizon": "avg", "dataset": target,
+                                 "corpus_share": corpus_share if r["model"] == "tsjepa" else 0.0,
+                                 **{k: r[k] for k in ("val_mse", "mse", "mae", "n_seeds", "n_windows")}})
+    out = write_results(out_dir, "transfer", "share", rows, seed=0, device=device, wall_s=wall,
+                        extra={"share_files": SHARE_FILES},
+                        notes=(f"`corpus_share`: the share of the corpus' {len(CORPUS_FILES)} files the encoder was "
+                               f"pretrained on: {len(SHARE_FILES)} (every 4th, `share_files` in the JSON) or all "
+                               f"(the shipped fp16 `{CORPUS}`); same recipe, 2000 steps, seed 0. Frozen encoder + "
+                               "ridge probe at full labels, all val and test windows; `random-init` and the "
+                               "baselines from the shipped encoder's run (same windows). Single seed."))
+    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.6), squeeze=False)
+    for ax, target in zip(axes[0], targets, strict=True):
+        mine = sorted((r for r in rows if r["dataset"] == target and r["model"] == "tsjepa"),
+                      key=lambda r: r["corpus_share"])
+        ax.plot([r["corpus_share"] for r in mine], [r["mse"] for r in mine], marker="o", label="tsjepa (corpus)")
+        for r in rows:
+            if r["dataset"] == target and r["model"] in ("random-init", "linear"):
+                ax.axhline(r["mse"], ls="--" if r["model"] == "random-init" else ":", color="black", lw=1,
+                           label=f"{r['model']} {r['mse']:.3f}")
+        ax.set_xlabel("share of corpus files pretrained on")
+        ax.set_ylabel("test MSE, avg over horizons")
+        ax.set_title(target, fontsize=10)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Transfer vs corpus share, 2000 steps (single seed; {device})", fontsize=10)
+    save_figure(fig, out.with_suffix(".png"))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", nargs="?", default="all", choices=["all", "own", "score", "collect", "steps"])
+    parser.add_argument("stage", nargs="?", default="all", choices=["all", "own", "score", "collect", "steps", "share"])
     parser.add_argument("--targets", nargs="*", default=list(TARGETS), choices=list(TARGETS))
     parser.add_argument("--out-dir", default=str(ROOT / "eval" / "results"))
     args = parser.parse_args()
     start = time.time()
-    if args.stage == "steps":
-        print(f"results: {scaling(args.targets, args.out_dir)}")
+    if args.stage in ("steps", "share"):
+        print(f"results: {(scaling if args.stage == 'steps' else share)(args.targets, args.out_dir)}")
         return
     for target in args.targets:
         if args.stage in ("all", "own"):
