@@ -48,6 +48,7 @@ def test_whitened_norms_of_gaussian_embeddings_are_calibrated():
     p = whitener.p_values(held_out)
     assert abs((p < 0.01).mean() - 0.01) < 0.004 and abs((p < 0.1).mean() - 0.1) < 0.01
     assert whitener.squared_norm(held_out).mean().item() == pytest.approx(chi2.mean(16), rel=0.03)
+    assert np.array_equal(whitener.tail(whitener.squared_norm(held_out)), p)  # p-values of norms already computed
 
 
 def test_per_channel_whitening_is_calibrated_and_localises():

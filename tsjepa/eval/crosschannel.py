@@ -113,15 +113,16 @@ def injected_rows(setup: ScoringSetup, targets, channels, sources) -> np.ndarray
     return rows
 
 
-def channel_combined(held_out: LatentScores, whitener: Whitener) -> Callable[[LatentScores], torch.Tensor]:
-    """The per-channel ``combined`` score: a channel's prediction error and its squared whitened norm, each
-    robust-standardised per channel by the same score on held-out normal windows (so neither unit dominates),
-    summed. Returns scores ``[N, C]`` -> ``[N, C]`` (NaN where the channel's last patch is unobserved)."""
+def channel_combined(held_out: LatentScores, whitener: Whitener) -> Callable[[torch.Tensor, torch.Tensor],
+                                                                              torch.Tensor]:
+    """The per-channel ``combined`` score: a channel's prediction error and its squared whitened norm
+    (`Whitener.group_norms`), each robust-standardised per channel by the same score on held-out normal windows
+    (so neither unit dominates), summed. Returns (errors ``[N, C]``, norms ``[N, C]``) -> ``[N, C]`` (NaN where
+    the channel's last patch is unobserved)."""
     held_norms = whitener.group_norms(held_out.tokens).float()
 
-    def combined(scores: LatentScores) -> torch.Tensor:
-        return (standardised(scores.errors, held_out.errors)
-                + standardised(whitener.group_norms(scores.tokens).float(), held_norms))
+    def combined(errors: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
+        return standardised(errors, held_out.errors) + standardised(norms.float(), held_norms)
 
     return combined
 
@@ -182,11 +183,11 @@ def score_seed(bench: AnomalyBench, cfg: DictConfig, device, with_baselines: boo
             rank_scores[model, "prediction"] = (
                 [standardised(s.errors, normal.errors).nanmean(0).numpy() for s in seg],
                 standardised(inj.errors, normal.errors).nan_to_num(-1e9).numpy())
-            rank_scores[model, "chi2"] = ([whitener.group_norms(s.tokens).mean(0).numpy() for s in seg],
-                                          whitener.group_norms(inj.tokens).numpy())
+            seg_norms, inj_norms = [whitener.group_norms(s.tokens) for s in seg], whitener.group_norms(inj.tokens)
+            rank_scores[model, "chi2"] = [n.mean(0).numpy() for n in seg_norms], inj_norms.numpy()
             combined = channel_combined(held_out, whitener)
-            rank_scores[model, "combined"] = ([combined(s).nanmean(0).numpy() for s in seg],
-                                              combined(inj).nan_to_num(-1e9).numpy())
+            seg_combined = [combined(s.errors, n).nanmean(0).numpy() for s, n in zip(seg, seg_norms, strict=True)]
+            rank_scores[model, "combined"] = seg_combined, combined(inj.errors, inj_norms).nan_to_num(-1e9).numpy()
         for (model, mode), (seg_scores, inj) in rank_scores.items():
             found = [localisation_metrics(s, seg.channels) for s, seg in zip(seg_scores, segments, strict=True)]
             ranks = rank_of(inj, channels.numpy())

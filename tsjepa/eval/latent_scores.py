@@ -143,7 +143,11 @@ class Whitener:
     def p_values(self, z: Tensor) -> np.ndarray:
         """``[N, G, D]`` (or ``[N, D]``) -> ``[N]`` chi-square upper-tail p-values (`dof` degrees of freedom)
         of `squared_norm`."""
-        return chi2.sf(self.squared_norm(z).numpy(), df=self.dof)
+        return self.tail(self.squared_norm(z))
+
+    def tail(self, squared_norms: Tensor) -> np.ndarray:
+        """``[N]`` squared norms (from `squared_norm`) -> ``[N]`` chi-square upper-tail p-values."""
+        return chi2.sf(squared_norms.numpy(), df=self.dof)
 
 
 def grouped(z: Tensor) -> Tensor:
