@@ -37,7 +37,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from tsjepa.checkpoint import resolve_checkpoint  # noqa: E402
+from tsjepa.checkpoint import read_config, resolve_checkpoint  # noqa: E402
 from tsjepa.results import save_figure, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,12 +181,12 @@ def scaling(targets: list[str], out_dir: str) -> Path:
 def share(targets: list[str], out_dir: str) -> Path:
     """Transfer MSE (full labels, probe) of the corpus recipe pretrained on `SHARE_FILES` against the shipped
     encoder pretrained on every file, with the random-init twin and the raw baselines of the same run."""
-    if not (SHARE_RUN / "checkpoints" / "last").exists():
+    last = SHARE_RUN / "checkpoints" / "last"
+    if not (last.exists() and read_config(last)["step"] >= read_config(last)["train"]["steps"]):  # else resume it
         run([sys.executable, "-m", "tsjepa.train", "data=corpus", f"data.datasets=[{','.join(SHARE_FILES)}]",
              f"run_dir={SHARE_RUN}"])
     fraction = len(SHARE_FILES) / len(CORPUS_FILES)
-    arms = (("shipped", resolve_checkpoint(CORPUS), 1.0, "true"), ("share", SHARE_RUN / "checkpoints" / "last",
-                                                                  fraction, "false"))
+    arms = (("shipped", resolve_checkpoint(CORPUS), 1.0, "true"), ("share", last, fraction, "false"))
     rows, device, wall = [], "none", 0.0
     for target in targets:
         for which, ckpt, corpus_share, twin in arms:
