@@ -161,21 +161,28 @@ def scaling(targets: list[str], out_dir: str) -> Path:
     out = write_results(out_dir, "transfer", "scaling", rows, seed=0, device=device, wall_s=0.0,
                         notes=("Snapshots of one corpus run (`train.keep_every`, one cosine schedule over all "
                                "steps), each probed at full labels; `random-init` and `linear` for reference."))
+    plot_curve(rows, targets, "steps", "corpus pretraining steps",
+               f"Transfer vs corpus pretraining steps (single seed; {device})", out.with_suffix(".png"))
+    return out
+
+
+def plot_curve(rows: list[dict], targets: list[str], x: str, xlabel: str, title: str, path: Path) -> None:
+    """One panel per target: the corpus encoder's test MSE along row key ``x``, random-init and the raw linear
+    ridge as horizontal references."""
     fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.6), squeeze=False)
     for ax, target in zip(axes[0], targets, strict=True):
-        mine = [r for r in rows if r["dataset"] == target and r["model"] == "tsjepa"]
-        ax.plot([r["steps"] for r in mine], [r["mse"] for r in mine], marker="o", label="tsjepa (corpus)")
+        mine = sorted((r for r in rows if r["dataset"] == target and r["model"] == "tsjepa"), key=lambda r: r[x])
+        ax.plot([r[x] for r in mine], [r["mse"] for r in mine], marker="o", label="tsjepa (corpus)")
         for r in rows:
-            if r["dataset"] == target and r["model"] != "tsjepa":
+            if r["dataset"] == target and r["model"] in ("random-init", "linear"):
                 ax.axhline(r["mse"], ls="--" if r["model"] == "random-init" else ":", color="black", lw=1,
                            label=f"{r['model']} {r['mse']:.3f}")
-        ax.set_xlabel("corpus pretraining steps")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("test MSE, avg over horizons")
         ax.set_title(target, fontsize=10)
         ax.legend(fontsize=8)
-    fig.suptitle(f"Transfer vs corpus pretraining steps (single seed; {device})", fontsize=10)
-    save_figure(fig, out.with_suffix(".png"))
-    return out
+    fig.suptitle(title, fontsize=10)
+    save_figure(fig, path)
 
 
 def share(targets: list[str], out_dir: str) -> Path:
@@ -208,21 +215,8 @@ def share(targets: list[str], out_dir: str) -> Path:
                                f"(the shipped fp16 `{CORPUS}`); same recipe, 2000 steps, seed 0. Frozen encoder + "
                                "ridge probe at full labels, all val and test windows; `random-init` and the "
                                "baselines from the shipped encoder's run (same windows). Single seed."))
-    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.6), squeeze=False)
-    for ax, target in zip(axes[0], targets, strict=True):
-        mine = sorted((r for r in rows if r["dataset"] == target and r["model"] == "tsjepa"),
-                      key=lambda r: r["corpus_share"])
-        ax.plot([r["corpus_share"] for r in mine], [r["mse"] for r in mine], marker="o", label="tsjepa (corpus)")
-        for r in rows:
-            if r["dataset"] == target and r["model"] in ("random-init", "linear"):
-                ax.axhline(r["mse"], ls="--" if r["model"] == "random-init" else ":", color="black", lw=1,
-                           label=f"{r['model']} {r['mse']:.3f}")
-        ax.set_xlabel("share of corpus files pretrained on")
-        ax.set_ylabel("test MSE, avg over horizons")
-        ax.set_title(target, fontsize=10)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"Transfer vs corpus share, 2000 steps (single seed; {device})", fontsize=10)
-    save_figure(fig, out.with_suffix(".png"))
+    plot_curve(rows, targets, "corpus_share", "share of corpus files pretrained on",
+               f"Transfer vs corpus share, 2000 steps (single seed; {device})", out.with_suffix(".png"))
     return out
 
 
