@@ -76,11 +76,16 @@ def result(target: str, which: str) -> Path:
     return RUNS / target / f"eval-{which}" / "forecast" / f"{target}.json"
 
 
+def fresh(result: Path, ckpt: Path) -> bool:
+    """Whether evaluation ``result`` exists and is newer than checkpoint ``ckpt`` (so it scored that one)."""
+    return result.exists() and result.stat().st_mtime > (ckpt / "config.json").stat().st_mtime
+
+
 def score(target: str) -> None:
     for which, ckpt, twin in (("corpus", resolve_checkpoint(CORPUS), "true"),
                               ("own", own_run(target) / "checkpoints" / "last", "false")):
         path = result(target, which)
-        if path.exists() and path.stat().st_mtime > (ckpt / "config.json").stat().st_mtime:
+        if fresh(path, ckpt):
             continue
         run([sys.executable, "-m", "tsjepa.eval", "forecast", f"data={target}", f"ckpt={ckpt}",
              f"eval.train_fractions={FRACTIONS}", f"eval.random_baseline={twin}", f"out_dir={path.parents[1]}"])
@@ -189,7 +194,8 @@ def share(targets: list[str], out_dir: str) -> Path:
     """Transfer MSE (full labels, probe) of the corpus recipe pretrained on `SHARE_FILES` against the shipped
     encoder pretrained on every file, with the random-init twin and the raw baselines of the same run."""
     last = SHARE_RUN / "checkpoints" / "last"
-    if not (last.exists() and read_config(last)["step"] >= read_config(last)["train"]["steps"]):  # else resume it
+    config = read_config(last) if last.exists() else None
+    if config is None or config["step"] < config["train"]["steps"]:  # none yet, or unfinished: (re)start it
         run([sys.executable, "-m", "tsjepa.train", "data=corpus", f"data.datasets=[{','.join(SHARE_FILES)}]",
              f"run_dir={SHARE_RUN}"])
     fraction = len(SHARE_FILES) / len(CORPUS_FILES)
@@ -198,7 +204,7 @@ def share(targets: list[str], out_dir: str) -> Path:
     for target in targets:
         for which, ckpt, corpus_share, twin in arms:
             path = RUNS / target / f"eval-{which}-full" / "forecast" / f"{target}.json"
-            if not (path.exists() and path.stat().st_mtime > (ckpt / "config.json").stat().st_mtime):
+            if not fresh(path, ckpt):
                 run([sys.executable, "-m", "tsjepa.eval", "forecast", f"data={target}", f"ckpt={ckpt}",
                      f"eval.random_baseline={twin}", f"out_dir={path.parents[1]}"])
             record = json.loads(path.read_text())
