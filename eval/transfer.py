@@ -9,7 +9,8 @@ windows) scores:
   ``data=corpus``, none of the targets in it); the target's channels get its shared ``<unknown>`` identity;
 - ``tsjepa`` / ``<target>``: the same recipe (proj-axes objective) pretrained on the target's own train split
   (300 steps, the base schedule), into ``runs/transfer/<target>/own-s0``;
-- ``random-init``: the corpus architecture with random weights, and the raw baselines (linear, dlinear,
+- ``random-init``: the corpus architecture with random weights, drawn with seeds ``TWIN_SEEDS`` (one corpus
+  evaluation per draw, ``seed=k``; mean and std over the draws), and the raw baselines (linear, dlinear,
   seasonal-naive), from the corpus checkpoint's evaluation.
 
 Stages: ``own`` pretrains the same-dataset encoders, ``score`` runs the evaluations (resumable: a result newer
@@ -18,7 +19,8 @@ scores the corpus run's step snapshots on ``--targets`` at full labels and write
 ``eval/results/transfer/scaling.{json,md,png}``; ``share`` pretrains the corpus recipe on every 4th corpus file
 (8 of 29, same steps and seed) and writes ``eval/results/transfer/share.{json,md,png}``: that encoder against the
 shipped one (all 29 files) on ``--targets`` at full labels, with the random-init twin and the raw baselines.
-Single pretraining seed (0) throughout.
+Single pretraining seed (0) for the encoders; the random-init twin of the per-target tables is drawn
+``len(TWIN_SEEDS)`` times, because one draw moved the avg MSE by as much as the encoders differ.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from tsjepa.checkpoint import read_config, resolve_checkpoint  # noqa: E402
-from tsjepa.results import save_figure, write_results  # noqa: E402
+from tsjepa.results import aggregate_seeds, save_figure, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "transfer"
@@ -50,12 +52,15 @@ CORPUS_RUN = ROOT / "runs" / "corpus-base-cpu-s0" / "checkpoints"
 RECIPE = ["model.objective.projector=[512,512,64]", "model.objective.sigreg_on=axes", "train.steps=300"]
 TARGETS = ("etth1", "ettm1", "weather", "exchange_rate", "illness")
 FRACTIONS = "[0.05,0.1,1.0]"
-# own-dataset encoders the objective study already trained with this recipe (same steps, seed 0)
+# own-dataset encoders the objective study trains with this recipe (same steps, seed 0); pretrained here when
+# missing
 STUDY = {t: ROOT / "runs" / "objective-study" / t / "proj-axes-s0" for t in ("etth1", "weather")}
 # the corpus-share arm: every 4th file of the corpus (sorted as in the data config), a fixed spread over domains
 CORPUS_FILES = list(OmegaConf.load(ROOT / "configs" / "data" / "corpus.yaml").data.datasets)
 SHARE_FILES = CORPUS_FILES[::4]
 SHARE_RUN = RUNS / "corpus-share-s0"
+# random-init draws of the per-target tables (the corpus encoder and the baselines are deterministic)
+TWIN_SEEDS = (0, 1, 2)
 
 
 def run(cmd: list[str]) -> None:
@@ -67,9 +72,18 @@ def own_run(target: str) -> Path:
     return STUDY.get(target, RUNS / target / "own-s0")
 
 
+def pretrained(run_dir: Path, overrides: list[str]) -> Path:
+    """``run_dir``'s last checkpoint, after pretraining it with ``overrides`` when it is missing or unfinished
+    (``tsjepa.train`` resumes an unfinished run)."""
+    last = run_dir / "checkpoints" / "last"
+    config = read_config(last) if last.exists() else None
+    if config is None or config["step"] < config["train"]["steps"]:
+        run([sys.executable, "-m", "tsjepa.train", *overrides, f"run_dir={run_dir}"])
+    return last
+
+
 def pretrain_own(target: str) -> None:
-    if target not in STUDY:
-        run([sys.executable, "-m", "tsjepa.train", f"data={target}", f"run_dir={own_run(target)}", *RECIPE])
+    pretrained(own_run(target), [f"data={target}", *RECIPE])
 
 
 def result(target: str, which: str) -> Path:
@@ -81,30 +95,56 @@ def fresh(result: Path, ckpt: Path) -> bool:
     return result.exists() and result.stat().st_mtime > (ckpt / "config.json").stat().st_mtime
 
 
+def evaluations(target: str) -> dict[str, tuple[Path, str, int]]:
+    """Name -> (checkpoint, random baseline on, seed) of each evaluation of ``target``'s table: the shipped
+    encoder once per twin draw (``corpus-s<k>``), the own-dataset encoder once."""
+    shipped = resolve_checkpoint(CORPUS)
+    return {**{f"corpus-s{k}": (shipped, "true", k) for k in TWIN_SEEDS},
+            "own": (own_run(target) / "checkpoints" / "last", "false", 0)}
+
+
 def score(target: str) -> None:
-    for which, ckpt, twin in (("corpus", resolve_checkpoint(CORPUS), "true"),
-                              ("own", own_run(target) / "checkpoints" / "last", "false")):
+    for which, (ckpt, twin, seed) in evaluations(target).items():
         path = result(target, which)
         if fresh(path, ckpt):
             continue
-        run([sys.executable, "-m", "tsjepa.eval", "forecast", f"data={target}", f"ckpt={ckpt}",
+        run([sys.executable, "-m", "tsjepa.eval", "forecast", f"data={target}", f"ckpt={ckpt}", f"seed={seed}",
              f"eval.train_fractions={FRACTIONS}", f"eval.random_baseline={twin}", f"out_dir={path.parents[1]}"])
 
 
+def twin_rows(records: dict[str, dict]) -> list[dict]:
+    """Random-init rows averaged over the twin draws of the corpus evaluations ``records`` (mean, ``mse_std``,
+    ``mae_std``, ``val_mse_std``, ``n_seeds``). Their other rows must agree: the encoder and baselines are
+    deterministic, so a difference means the evaluations did not score the same thing."""
+    keys = ("model", "mode", "horizon", "train_fraction")
+    first, *others = records.values()
+    fixed = {tuple(r[k] for k in keys): r["mse"] for r in first["rows"] if r["model"] != "random-init"}
+    for name, record in records.items():
+        mine = {tuple(r[k] for k in keys): r["mse"] for r in record["rows"] if r["model"] != "random-init"}
+        if mine.keys() != fixed.keys() or any(abs(mine[k] - v) > 1e-6 for k, v in fixed.items()):
+            raise ValueError(f"evaluation {name} differs from the first outside its random-init rows; re-score it")
+    return aggregate_seeds({record["seed"]: [r for r in record["rows"] if r["model"] == "random-init"]
+                            for record in records.values()}, keys, ("mse", "mae", "val_mse"))
+
+
 def collect(target: str, out_dir: str) -> Path | None:
-    """The target's table: corpus and own encoders, the random-init twin and baselines, at each label share."""
-    if not all(result(target, w).exists() for w in ("corpus", "own")):
+    """The target's table: corpus and own encoders, the random-init twin (mean over draws) and baselines, at each
+    label share."""
+    if not all(result(target, w).exists() for w in evaluations(target)):
         return None
-    records = {w: json.loads(result(target, w).read_text()) for w in ("corpus", "own")}
+    records = {w: json.loads(result(target, w).read_text()) for w in evaluations(target)}
+    corpus = {w: r for w, r in records.items() if w != "own"}
+    twins = twin_rows(corpus)
     rows = []
-    for which, record in records.items():
+    for which, record in (("corpus", records["corpus-s0"]), ("own", records["own"])):
         for r in record["rows"]:
-            if which == "own" and r["model"] != "tsjepa":
-                continue  # twin and baselines come from the corpus evaluation (same windows)
+            if r["model"] == "random-init" or (which == "own" and r["model"] != "tsjepa"):
+                continue  # the twin is averaged over draws; baselines come from the corpus evaluation
             pretraining = {"tsjepa": CORPUS if which == "corpus" else f"{target} (own)"}.get(r["model"], "-")
             rows.append({"model": r["model"], "pretraining": pretraining, **{k: v for k, v in r.items() if k != "model"}})
+    rows += [{"model": r["model"], "pretraining": "-", **{k: v for k, v in r.items() if k != "model"}} for r in twins]
     rows.sort(key=lambda r: (r["train_fraction"], str(r["horizon"]) != "avg", str(r["horizon"])))
-    device = records["corpus"]["device"]
+    device = records["corpus-s0"]["device"]
     out = write_results(
         out_dir, "transfer", target, rows, seed=0, device=device,
         wall_s=sum(r["wall_s"] for r in records.values()),
@@ -112,10 +152,11 @@ def collect(target: str, out_dir: str) -> Path | None:
                                for w, r in records.items()}},
         notes=(f"`tsjepa` / `{CORPUS}`: the shipped corpus encoder (never saw {target}; its channels take the "
                "shared `<unknown>` identity). `tsjepa` / `(own)`: the same objective pretrained on the target's "
-               "train split (300 steps). `random-init`: the corpus architecture with random weights. Frozen "
+               "train split (300 steps). `random-init`: the corpus architecture with random weights, mean and std "
+               f"over {len(TWIN_SEEDS)} draws (seeds {', '.join(map(str, TWIN_SEEDS))}; `n_seeds`). Frozen "
                "encoder + ridge probe per horizon (penalty chosen on val), all val and test windows; "
                "`train_fraction`: heads and baselines fit on the most recent share of the train windows. "
-               "Single pretraining seed (0)."))
+               "Single pretraining seed (0) for both tsjepa encoders."))
     plot(rows, out.with_suffix(".png"), target, device)
     return out
 
@@ -127,11 +168,13 @@ def plot(rows: list[dict], path: Path, target: str, device: str) -> None:
         mine = sorted((r for r in rows if r["model"] == model and r["pretraining"] == pretraining
                        and r["horizon"] == "avg"), key=lambda r: r["train_fraction"])
         label = model if pretraining == "-" else f"{model} ({pretraining})"
-        ax.plot([r["train_fraction"] for r in mine], [r["mse"] for r in mine], marker="o", label=label)
+        ax.errorbar([r["train_fraction"] for r in mine], [r["mse"] for r in mine],
+                    yerr=[r.get("mse_std", 0.0) for r in mine], marker="o", capsize=3, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("share of train windows the heads are fit on")
     ax.set_ylabel("test MSE, avg over horizons")
-    ax.set_title(f"Transfer to {target} (single seed; {device})", fontsize=10)
+    ax.set_title(f"Transfer to {target} (encoders: seed 0; random-init: {len(TWIN_SEEDS)} draws, ± std; {device})",
+                 fontsize=9)
     ax.legend(fontsize=8)
     save_figure(fig, path)
 
@@ -157,7 +200,7 @@ def scaling(targets: list[str], out_dir: str) -> Path:
             rows.append({"model": "tsjepa", "mode": "probe", "horizon": "avg", "dataset": target, "steps": step,
                          "corpus_share": 1.0, "val_mse": avg["val_mse"], "mse": avg["mse"], "mae": avg["mae"],
                          "n_seeds": 1, "n_windows": avg["n_windows"]})
-        twin = json.loads(result(target, "corpus").read_text()) if result(target, "corpus").exists() else None
+        twin = json.loads(result(target, "corpus-s0").read_text()) if result(target, "corpus-s0").exists() else None
         for r in (twin or {}).get("rows", []):
             if r["model"] in ("random-init", "linear") and r["horizon"] == "avg" and r["train_fraction"] == 1.0:
                 rows.append({"model": r["model"], "mode": r["mode"], "horizon": "avg", "dataset": target,
@@ -193,11 +236,7 @@ def plot_curve(rows: list[dict], targets: list[str], x: str, xlabel: str, title:
 def share(targets: list[str], out_dir: str) -> Path:
     """Transfer MSE (full labels, probe) of the corpus recipe pretrained on `SHARE_FILES` against the shipped
     encoder pretrained on every file, with the random-init twin and the raw baselines of the same run."""
-    last = SHARE_RUN / "checkpoints" / "last"
-    config = read_config(last) if last.exists() else None
-    if config is None or config["step"] < config["train"]["steps"]:  # none yet, or unfinished: (re)start it
-        run([sys.executable, "-m", "tsjepa.train", "data=corpus", f"data.datasets=[{','.join(SHARE_FILES)}]",
-             f"run_dir={SHARE_RUN}"])
+    last = pretrained(SHARE_RUN, ["data=corpus", f"data.datasets=[{','.join(SHARE_FILES)}]"])
     fraction = len(SHARE_FILES) / len(CORPUS_FILES)
     arms = (("shipped", resolve_checkpoint(CORPUS), 1.0, "true"), ("share", last, fraction, "false"))
     rows, device, wall = [], "none", 0.0
