@@ -46,11 +46,11 @@ class ForecastModel(nn.Module):
 
 
 @torch.no_grad()
-def predict(model: ForecastModel, windows: Windows, batch_size: int, device) -> Tensor:
-    """Forecasts ``[N, C, H]`` for every window."""
+def predict(model: ForecastModel, windows: Windows, batch_size: int, device, index: Tensor | None = None) -> Tensor:
+    """Forecasts ``[N, C, H]`` for the windows at ``index`` ``[N]`` (default: every window)."""
     model.eval()
-    return torch.cat([model(windows.batch(i).to(device)).cpu()
-                      for i in torch.arange(len(windows)).split(batch_size)])
+    index = torch.arange(len(windows)) if index is None else index
+    return torch.cat([model(windows.batch(i).to(device)).cpu() for i in index.split(batch_size)])
 
 
 def val_mse(model: ForecastModel, windows: Windows, target: Tensor, observed: Tensor, batch_size: int,
@@ -62,14 +62,22 @@ def val_mse(model: ForecastModel, windows: Windows, target: Tensor, observed: Te
 def train_with_early_stopping(model: nn.Module, optimizer: torch.optim.Optimizer,
                               batch_loss: Callable[[torch.Generator], Tensor], validate: Callable[[], float],
                               cfg: DictConfig, seed: int, metric: str, maximize: bool = False,
-                              desc: str = "finetune") -> dict:
+                              desc: str = "finetune", monitor: Callable[[], float] | None = None) -> dict:
     """Optimise ``batch_loss(generator)`` (one training batch drawn with the seeded generator) for at most
     ``cfg.max_steps`` steps; ``validate()`` every ``cfg.eval_every`` steps, stop after ``cfg.patience``
     checks without improvement, and leave ``model`` with the weights of the best check (the initial weights
     count as the check at step 0). Returns a log: ``initial_val_<metric>``, ``best_val_<metric>``,
-    ``best_step``, ``steps``."""
+    ``best_step``, ``steps`` and ``trace``, one entry per check: its step, ``val_<metric>`` and, with
+    ``monitor``, ``monitor()`` (e.g. the training loss on fixed windows) as ``monitor``."""
     gen = torch.Generator().manual_seed(seed)
-    initial = validate()
+    trace = []
+
+    def check(step: int) -> float:
+        trace.append({"step": step, f"val_{metric}": validate(),
+                      **({"monitor": monitor()} if monitor is not None else {})})
+        return trace[-1][f"val_{metric}"]
+
+    initial = check(0)
     best, stale, step = (initial, copy.deepcopy(model.state_dict()), 0), 0, 0
     progress = tqdm(range(1, cfg.max_steps + 1), desc=desc, leave=False, dynamic_ncols=True)
     for step in progress:
@@ -80,7 +88,7 @@ def train_with_early_stopping(model: nn.Module, optimizer: torch.optim.Optimizer
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         if step % cfg.eval_every == 0:
-            score = validate()
+            score = check(step)
             progress.set_postfix({f"val_{metric}": f"{score:.4f}", "best": f"{best[0]:.4f}"})
             if (score > best[0]) if maximize else (score < best[0]):
                 best, stale = (score, copy.deepcopy(model.state_dict()), step), 0
@@ -89,7 +97,8 @@ def train_with_early_stopping(model: nn.Module, optimizer: torch.optim.Optimizer
                 if stale >= cfg.patience:
                     break
     model.load_state_dict(best[1])
-    return {f"initial_val_{metric}": initial, f"best_val_{metric}": best[0], "best_step": best[2], "steps": step}
+    return {f"initial_val_{metric}": initial, f"best_val_{metric}": best[0], "best_step": best[2], "steps": step,
+            "trace": trace}
 
 
 def layerwise_groups(model: ForecastModel, lr: float, decay: float) -> list[dict]:
@@ -125,9 +134,11 @@ def finetune(model: ForecastModel, train: Windows, val: Windows, cfg: DictConfig
 
 
 def fit_once(model: ForecastModel, train: Windows, val: Windows, cfg: DictConfig, lr: float, decay: float,
-             seed: int, device, desc: str = "finetune") -> tuple[ForecastModel, dict]:
+             seed: int, device, desc: str = "finetune", monitor: Callable[[], float] | None = None
+             ) -> tuple[ForecastModel, dict]:
     """AdamW with layer-wise learning rates on the MSE of train windows (observed targets) for ``cfg.epochs``
-    passes, early stopping on val MSE (`train_with_early_stopping`)."""
+    passes, early stopping on val MSE (`train_with_early_stopping`, which logs ``monitor()`` at each check).
+    Parameters with ``requires_grad`` off stay where they are (AdamW skips them)."""
     model = model.to(device)
     optimizer = torch.optim.AdamW(layerwise_groups(model, lr, decay), weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
@@ -142,5 +153,6 @@ def fit_once(model: ForecastModel, train: Windows, val: Windows, cfg: DictConfig
     def validate() -> float:
         return val_mse(model, val, val_batch.target, val_batch.target_observed, cfg.batch_size, device)
 
-    log = train_with_early_stopping(model, optimizer, batch_loss, validate, cfg, seed, "mse", desc=desc)
+    log = train_with_early_stopping(model, optimizer, batch_loss, validate, cfg, seed, "mse", desc=desc,
+                                   monitor=monitor)
     return model, log
