@@ -119,6 +119,11 @@ def test_finetune_mode_trains_encoder_and_head_with_early_stopping(pretrained, t
         assert log["best_val_mse"] <= log["initial_val_mse"]  # never worse on val than the probe it starts from
         assert [(g["lr"], g["layer_decay"]) for g in log["grid"]] == [(1e-4, 1.0), (1e-4, 0.5)]
         assert log["best_val_mse"] == min(g["best_val_mse"] for g in log["grid"])  # chosen on val
+        for point in log["grid"]:  # every check is traced, the probe's at step 0
+            steps = [t["step"] for t in point["trace"]]
+            assert steps[0] == 0 and steps == sorted(steps) and steps[-1] <= point["steps"]
+            assert point["trace"][0]["val_mse"] == point["initial_val_mse"]
+            assert min(t["val_mse"] for t in point["trace"]) == point["best_val_mse"]
 
 
 def test_layerwise_learning_rates_decay_from_the_head_down(pretrained):
@@ -133,6 +138,39 @@ def test_layerwise_learning_rates_decay_from_the_head_down(pretrained):
     # head; final norm; the 2 blocks of depth 1 from the input (the top one beside the norm); input embeddings
     assert [g["lr"] for g in groups] == [1.0, 0.5, 0.25, 0.5, 0.125]
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_fit_once_keeps_frozen_parameters_and_traces_the_monitor(pretrained):
+    """What eval/finetune_diagnosis.py relies on: a frozen head stays the probe's, the encoder moves, and every
+    check records ``monitor()`` beside the val MSE."""
+    from omegaconf import OmegaConf
+
+    from tsjepa import from_pretrained
+    from tsjepa.eval.finetune import ForecastModel, fit_once
+    from tsjepa.heads import Ridge
+
+    cfg = compose_config("eval", ["eval=forecast", f"ckpt={pretrained}"])
+    loaded = from_pretrained(pretrained)
+    data = forecast.ForecastData.load(cfg, "forecast", loaded)
+    train, val = data.windows("train", 24), data.windows("val", 24, 256)
+    encoder = loaded.encoder
+    head = Ridge(0.01 * torch.randn(encoder.num_patches * encoder.config.d_model, 24), torch.zeros(24), 1.0)
+    model = ForecastModel(encoder, head)
+    model.head.requires_grad_(False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def moved(prefix: str) -> float:
+        now = model.state_dict()
+        return float(sum((now[k] - v).abs().sum() for k, v in before.items() if k.startswith(prefix)))
+
+    encoder_moved = []
+    finetune_cfg = OmegaConf.merge(cfg.eval.finetune, {"epochs": 4 / len(train), "batch_size": 1,
+                                                       "evals_per_epoch": len(train) / 2, "patience": 100})
+    _, log = fit_once(model, train, val, finetune_cfg, 1e-3, 1.0, 0, torch.device("cpu"),
+                      monitor=lambda: encoder_moved.append(moved("encoder.")) or moved("head."))
+    assert log["steps"] == 4 and [t["step"] for t in log["trace"]] == [0, 2, 4]
+    assert [t["monitor"] for t in log["trace"]] == [0.0, 0.0, 0.0]  # the frozen head never moves
+    assert encoder_moved[0] == 0.0 and encoder_moved[1] > 0.0 and encoder_moved[2] > 0.0
 
 
 def test_joint_pretraining_then_forecast_on_a_seventy_ten_twenty_dataset(tmp_path):
