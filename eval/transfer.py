@@ -173,7 +173,7 @@ def plot(rows: list[dict], path: Path, target: str, device: str) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("share of train windows the heads are fit on")
     ax.set_ylabel("test MSE, avg over horizons")
-    ax.set_title(f"Transfer to {target} (encoders: seed 0; random-init: {len(TWIN_SEEDS)} draws, ± std; {device})",
+    ax.set_title(f"Transfer to {target}\n(encoders: seed 0; random-init: {len(TWIN_SEEDS)} draws, ± std; {device})",
                  fontsize=9)
     ax.legend(fontsize=8)
     save_figure(fig, path)
