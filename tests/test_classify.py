@@ -59,6 +59,7 @@ def test_classify_protocol_and_leak_guard(fold0_checkpoint, tmp_path):
     assert set(rows) == {(*h, f) for h in heads for f in (0.1, 1.0)} | {("tsjepa", "finetune", 1.0)}
     for row in rows.values():
         assert 0.5 < row["auroc"] <= 1 and 0.1 < row["auc_pr"] <= 1 and row["folds"] == 1
+        assert row["n_windows"] in (799, 800)  # the stays of the one fold scored (3997 / 5), not all of them
     assert rows["summary-stats", "gradient-boosting", 1.0]["auroc"] > 0.8  # a known-strong classical baseline
     # logistic heads carry their inner-CV AUROC on the training stays (the study's selection score)
     for head in (("summary-stats", "logistic"), ("tsjepa", "probe"), ("random-init", "probe")):

@@ -344,10 +344,12 @@ def run(cfg: DictConfig) -> Path:
     per_fold: dict[tuple[str, float], list[dict]] = {}
     scored = SeedRows()
     logs = []
+    # records scored: the test stays of the folds scored (each once per seed), not the whole dataset
+    n_scored = sum(len(records.split(fold, cfg.data.folds, cfg.data.fold_seed)[1]) for fold in folds)
     for seed, ckpts in fold_checkpoints(cfg, folds).items():
         seed_folds, seed_logs = score_folds(cfg, seed, ckpts, records, summary, card, fractions, device)
         scored.add(seed, ckpts, {fold: int(read_config(ckpt)["step"]) for fold, ckpt in ckpts.items()},
-                   fold_means(seed_folds, len(records)))
+                   fold_means(seed_folds, n_scored))
         logs += seed_logs
         for key, fold_scores in seed_folds.items():
             per_fold.setdefault(key, []).extend(fold_scores)
