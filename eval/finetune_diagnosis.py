@@ -38,7 +38,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from tsjepa.device import resolve_device  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
 from tsjepa.eval import frozen_encoders  # noqa: E402
-from tsjepa.eval.finetune import ForecastModel, fit_once, predict  # noqa: E402
+from tsjepa.eval.finetune import ForecastModel, fit_once, predict, val_mse  # noqa: E402
 from tsjepa.eval.forecast import HorizonSplits, metrics, seed_data  # noqa: E402
 from tsjepa.heads import fit_probe  # noqa: E402
 from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
@@ -81,8 +81,8 @@ def diagnose(ckpt: str, horizon: int, epochs: float, checks: int, seed: int, out
                 getattr(model, part).requires_grad_(False)
 
             def train_mse(model: ForecastModel = model) -> float:
-                pred = predict(model, train, cfg.eval.batch_size, device, index=monitored)
-                return float(((pred - monitored_batch.target)[monitored_batch.target_observed] ** 2).mean())
+                return val_mse(model, train, monitored_batch.target, monitored_batch.target_observed,
+                               cfg.eval.batch_size, device, index=monitored)
 
             label = f"{name} {trained} lr={lr:g}" + (f" penalty x{penalty}" if penalty != 1 else "")
             head_norm = float(model.head.weight.norm())

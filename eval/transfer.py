@@ -117,7 +117,7 @@ def twin_rows(records: dict[str, dict]) -> list[dict]:
     ``mae_std``, ``val_mse_std``, ``n_seeds``). Their other rows must agree: the encoder and baselines are
     deterministic, so a difference means the evaluations did not score the same thing."""
     keys = ("model", "mode", "horizon", "train_fraction")
-    first, *others = records.values()
+    first = next(iter(records.values()))
     fixed = {tuple(r[k] for k in keys): r["mse"] for r in first["rows"] if r["model"] != "random-init"}
     for name, record in records.items():
         mine = {tuple(r[k] for k in keys): r["mse"] for r in record["rows"] if r["model"] != "random-init"}
@@ -130,9 +130,10 @@ def twin_rows(records: dict[str, dict]) -> list[dict]:
 def collect(target: str, out_dir: str) -> Path | None:
     """The target's table: corpus and own encoders, the random-init twin (mean over draws) and baselines, at each
     label share."""
-    if not all(result(target, w).exists() for w in evaluations(target)):
+    names = evaluations(target)
+    if not all(result(target, w).exists() for w in names):
         return None
-    records = {w: json.loads(result(target, w).read_text()) for w in evaluations(target)}
+    records = {w: json.loads(result(target, w).read_text()) for w in names}
     corpus = {w: r for w, r in records.items() if w != "own"}
     twins = twin_rows(corpus)
     rows = []

@@ -54,9 +54,10 @@ def predict(model: ForecastModel, windows: Windows, batch_size: int, device, ind
 
 
 def val_mse(model: ForecastModel, windows: Windows, target: Tensor, observed: Tensor, batch_size: int,
-            device) -> float:
-    """MSE of the forecasts of ``windows`` against their ``target`` ``[N, C, H]`` where ``observed``."""
-    return float(((predict(model, windows, batch_size, device) - target)[observed] ** 2).mean())
+            device, index: Tensor | None = None) -> float:
+    """MSE of the forecasts of the windows at ``index`` (default: every window) against their ``target``
+    ``[N, C, H]`` where ``observed``."""
+    return float(((predict(model, windows, batch_size, device, index) - target)[observed] ** 2).mean())
 
 
 def train_with_early_stopping(model: nn.Module, optimizer: torch.optim.Optimizer,
