@@ -107,7 +107,7 @@ def test_finetune_mode_trains_encoder_and_head_with_early_stopping(pretrained, t
         "eval=forecast", f"ckpt={pretrained}", f"out_dir={tmp_path}", "eval.horizons=[96]", "eval.plot_windows=1",
         "eval.modes=[probe,finetune]", "eval.finetune.epochs=0.006", "eval.finetune.evals_per_epoch=515",
         "eval.finetune.batch_size=8", "eval.finetune.val_stride=64", "eval.finetune.lrs=[1e-4]",
-        "eval.finetune.layer_decays=[1.0,0.5]",
+        "eval.finetune.layer_decays=[1.0,0.5]", "eval.finetune.head_penalty_scales=[1,100]",
     ])  # 8,246 train windows / 8 = 1,031 steps an epoch: 6 steps, a val check every 2
     record = json.loads(forecast.run(cfg).read_text())
     rows = {(r["model"], r["mode"], r["horizon"]): r for r in record["rows"]}
@@ -117,7 +117,11 @@ def test_finetune_mode_trains_encoder_and_head_with_early_stopping(pretrained, t
     for log in record["finetune"].values():
         assert log["best_step"] in (0, 2, 4, 6) and log["steps"] <= 6
         assert log["best_val_mse"] <= log["initial_val_mse"]  # never worse on val than the probe it starts from
-        assert [(g["lr"], g["layer_decay"]) for g in log["grid"]] == [(1e-4, 1.0), (1e-4, 0.5)]
+        assert [(g["head_penalty_scale"], g["lr"], g["layer_decay"]) for g in log["grid"]] == [
+            (1.0, 1e-4, 1.0), (1.0, 1e-4, 0.5), (100.0, 1e-4, 1.0), (100.0, 1e-4, 0.5)]
+        # each grid point starts from its own head: the x100 refit is a different function from the probe's
+        start = {g["head_penalty_scale"]: g["initial_val_mse"] for g in log["grid"]}
+        assert start[100.0] != start[1.0]
         assert log["best_val_mse"] == min(g["best_val_mse"] for g in log["grid"])  # chosen on val
         for point in log["grid"]:  # every check is traced, the probe's at step 0
             steps = [t["step"] for t in point["trace"]]

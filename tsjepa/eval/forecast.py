@@ -15,7 +15,6 @@ windows with the ridge penalty chosen on val. In the same run, on the same windo
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Iterator
@@ -41,7 +40,7 @@ from tsjepa.diagnostics import embedding_report, recoverability, slot_share  # n
 from tsjepa.encoding import encode_windows  # noqa: E402
 from tsjepa.eval import SeedRows, frozen_encoders, seed_checkpoints, single_dataset  # noqa: E402
 from tsjepa.eval.baselines import decomposition_features, seasonal_naive  # noqa: E402
-from tsjepa.eval.finetune import ForecastModel, finetune, predict  # noqa: E402
+from tsjepa.eval.finetune import finetune, predict  # noqa: E402
 from tsjepa.heads import (  # noqa: E402
     fit_head,
     fit_probe,
@@ -290,9 +289,8 @@ def score_seed(cfg: DictConfig, ckpt: str, pretrained: Pretrained, data: Forecas
             splits = HorizonSplits.build(data, horizon, stride)
             part = {s: o.take(slice(splits.n(s))) for s, o in encoded.items()}
             for fraction in fractions:
-                preds = {}
-                head = fit_probe(part, {s: b.target for s, b in splits.full.items()}, splits.fit_rows(fraction),
-                                 alphas)
+                preds, targets = {}, {s: b.target for s, b in splits.full.items()}
+                head = fit_probe(part, targets, splits.fit_rows(fraction), alphas)
                 penalties[f"{model}/{horizon}@{fraction:g}"] = head.alpha
                 preds[model, "probe"] = {s: rearrange(probe_predict(head, part[s]), "n c h -> (n c) h")
                                          for s in ("val", "test")}
@@ -300,8 +298,11 @@ def score_seed(cfg: DictConfig, ckpt: str, pretrained: Pretrained, data: Forecas
                     if layers != (-1,):
                         raise ValueError("eval.modes=[finetune] fine-tunes the last layer's head; set "
                                          "eval.probe_layers=[-1]")
+                    heads = {float(k): head if k == 1 else fit_probe(part, targets, splits.fit_rows(fraction),
+                                                                      [head.alpha * k])
+                             for k in cfg.eval.finetune.head_penalty_scales}
                     tuned, log = finetune(
-                        ForecastModel(copy.deepcopy(encoder), head), data.windows("train", horizon),
+                        encoder, heads, data.windows("train", horizon),
                         data.windows("val", horizon, cfg.eval.finetune.val_stride),
                         cfg.eval.finetune, seed, device, desc=f"{model}/finetune H={horizon}")
                     mode = "finetune" if model == "tsjepa" else "supervised"
