@@ -1,14 +1,14 @@
 """Fine-tuning for forecasting: encoder + linear head trained end to end, early stopping on val.
 
-The head starts from the ridge probe solution (linear probing then fine-tuning, Kumar et al. 2022), so
-fine-tuning begins where the probe ends. The budget is ``epochs`` passes over the train windows; the learning
-rate, the layer-wise decay (each block below the top gets ``decay`` times the lr of the one above, the
-input embeddings the lowest) and the starting head's smoothness are chosen on val from ``head_penalty_scales``
-x ``lrs`` x ``layer_decays``. The ridge penalty that is best for the frozen probe gives a sharp head (ETTh1:
+The head starts from a ridge probe solution (linear probing then fine-tuning, Kumar et al. 2022), so
+fine-tuning begins where a probe ends. The budget is ``epochs`` passes over the train windows; the learning
+rate, the layer-wise decay (each block below the top gets ``decay`` times the lr of the one above, the input
+embeddings the lowest) and the starting head's smoothness are chosen on val from ``head_penalty_scales`` x
+``lrs`` x ``layer_decays``. The ridge penalty that is best for the frozen probe gives a sharp head (ETTh1:
 Frobenius norm 28) through which the encoder does not train; refit with 100 times the penalty, it does
-(``eval/results/finetune/diagnosis.md``), so the starting head's penalty is a fine-tuning hyperparameter. The same routine, with the same
-budget and grid, trains the randomly initialised architecture, which makes that row the supervised,
-no-pretraining baseline.
+(``eval/results/finetune/diagnosis.md``), so the starting head's penalty is a fine-tuning hyperparameter. The
+same routine, with the same budget and grid, trains the randomly initialised architecture, which makes that
+row the supervised, no-pretraining baseline.
 """
 
 from __future__ import annotations
