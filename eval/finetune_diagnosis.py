@@ -40,7 +40,7 @@ from tsjepa.encoding import encode_windows  # noqa: E402
 from tsjepa.eval import frozen_encoders  # noqa: E402
 from tsjepa.eval.finetune import ForecastModel, fit_once, predict, val_mse  # noqa: E402
 from tsjepa.eval.forecast import HorizonSplits, metrics, seed_data  # noqa: E402
-from tsjepa.heads import fit_probe  # noqa: E402
+from tsjepa.heads import fit_probe, smoother_probe  # noqa: E402
 from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,8 +74,7 @@ def diagnose(ckpt: str, horizon: int, epochs: float, checks: int, seed: int, out
         for run_encoder, trained, lr, penalty in RUNS:
             if run_encoder != name:
                 continue
-            head = probe if penalty == 1 else fit_probe(encoded, targets, splits.fit_rows(1.0),
-                                                        [probe.alpha * penalty])
+            head = smoother_probe(probe, encoded, targets, splits.fit_rows(1.0), penalty)
             model = ForecastModel(copy.deepcopy(encoder), head).to(device)
             for part in FROZEN[trained]:
                 getattr(model, part).requires_grad_(False)

@@ -48,6 +48,7 @@ from tsjepa.heads import (  # noqa: E402
     normalise,
     probe_features,
     probe_predict,
+    smoother_probe,
 )
 from tsjepa.models import Encoder, EncoderOutput  # noqa: E402
 from tsjepa.results import (  # noqa: E402
@@ -298,8 +299,7 @@ def score_seed(cfg: DictConfig, ckpt: str, pretrained: Pretrained, data: Forecas
                     if layers != (-1,):
                         raise ValueError("eval.modes=[finetune] fine-tunes the last layer's head; set "
                                          "eval.probe_layers=[-1]")
-                    heads = {float(k): head if k == 1 else fit_probe(part, targets, splits.fit_rows(fraction),
-                                                                      [head.alpha * k])
+                    heads = {float(k): smoother_probe(head, part, targets, splits.fit_rows(fraction), k)
                              for k in cfg.eval.finetune.head_penalty_scales}
                     tuned, log = finetune(
                         encoder, heads, data.windows("train", horizon),
