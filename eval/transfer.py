@@ -18,8 +18,11 @@ than its checkpoint is kept), ``collect`` writes ``eval/results/transfer/<target
 scores the corpus run's step snapshots on ``--targets`` at full labels and writes
 ``eval/results/transfer/scaling.{json,md,png}``; ``share`` pretrains the corpus recipe on every 4th corpus file
 (8 of 29, same steps and seed) and writes ``eval/results/transfer/share.{json,md,png}``: that encoder against the
-shipped one (all 29 files) on ``--targets`` at full labels, with the random-init twin and the raw baselines.
-Single pretraining seed (0) for the encoders; the random-init twin of the per-target tables is drawn
+shipped one (all 29 files) on ``--targets`` at full labels, with the random-init twin and the raw baselines;
+``seeds`` pretrains the shipped encoder's command again with each seed of ``CORPUS_SEEDS`` past 0, exports it
+the same way (fp16) and writes ``eval/results/transfer/seeds.{json,md,png}``: the corpus encoder's mean and std
+over its pretraining seeds on ``--targets`` at each label share, beside the per-target tables' references.
+The per-target tables use a single pretraining seed (0) for the encoders; the random-init twin of the per-target tables is drawn
 ``len(TWIN_SEEDS)`` times, because one draw moved the avg MSE by as much as the encoders differ.
 """
 
@@ -61,6 +64,8 @@ SHARE_FILES = CORPUS_FILES[::4]
 SHARE_RUN = RUNS / "corpus-share-s0"
 # random-init draws of the per-target tables (the corpus encoder and the baselines are deterministic)
 TWIN_SEEDS = (0, 1, 2)
+# pretraining seeds of the corpus encoder for the seed-spread table; 0 is the shipped encoder
+CORPUS_SEEDS = (0, 1)
 
 
 def run(cmd: list[str]) -> None:
@@ -215,6 +220,87 @@ def scaling(targets: list[str], out_dir: str) -> Path:
     return out
 
 
+def corpus_encoder(seed: int) -> Path:
+    """The corpus encoder of pretraining seed ``seed``: the shipped one for 0; otherwise the shipped command
+    with ``seed=<seed>`` (``runs/corpus-base-cpu-s<seed>``, pretrained when missing or unfinished), exported
+    like the shipped file (fp16) to ``runs/transfer/corpus-s<seed>``."""
+    if seed == 0:
+        return resolve_checkpoint(CORPUS)
+    last = pretrained(ROOT / "runs" / f"corpus-base-cpu-s{seed}", ["data=corpus", f"seed={seed}"])
+    exported = RUNS / f"corpus-s{seed}"
+    if not fresh(exported / "model.safetensors", last):
+        run([sys.executable, "-m", "tsjepa.export", str(last), str(exported)])
+    return exported
+
+
+def seeds(targets: list[str], out_dir: str) -> Path:
+    """The corpus encoder over its pretraining seeds `CORPUS_SEEDS` on ``targets``, at each label share of the
+    per-target tables (avg over horizons): mean and std of the probe's MSE, each seed's, and the committed per-target table's
+    references (random-init over its draws, the own-dataset encoder, the raw-window ridge). The shipped encoder
+    (seed 0) is scored again, or its table evaluation reused, and must reproduce that table's corpus rows, so
+    the references were measured on the same windows by the same code."""
+    keys = ("model", "mode", "horizon", "train_fraction")
+    rows, device, wall = [], "none", 0.0
+    for target in targets:
+        table = json.loads((Path(out_dir) / "transfer" / f"{target}.json").read_text())
+        per_seed = {}
+        for k in CORPUS_SEEDS:
+            ckpt = corpus_encoder(k)
+            path = result(target, "corpus-s0")
+            if k > 0 or not fresh(path, ckpt):
+                path = result(target, f"corpus-seed{k}")
+            if not fresh(path, ckpt):
+                run([sys.executable, "-m", "tsjepa.eval", "forecast", f"data={target}", f"ckpt={ckpt}", "seed=0",
+                     f"eval.train_fractions={FRACTIONS}", "eval.random_baseline=false", f"out_dir={path.parents[1]}"])
+            record = json.loads(path.read_text())
+            per_seed[k] = [r for r in record["rows"] if r["model"] == "tsjepa"]
+            device, wall = record["device"], wall + record["wall_s"]
+        shipped = {tuple(r[k] for k in keys): r["mse"] for r in table["rows"] if r.get("pretraining") == CORPUS}
+        if any(abs(shipped[tuple(r[k] for k in keys)] - r["mse"]) > 1e-4 for r in per_seed[0]):
+            raise ValueError(f"the shipped encoder no longer reproduces eval/results/transfer/{target}.json; "
+                             f"regenerate that table first (python eval/transfer.py --targets {target})")
+        spread = {k: {(r["train_fraction"], r["horizon"]): r["mse"] for r in rs} for k, rs in per_seed.items()}
+        mine = [{"dataset": target, "pretraining": f"corpus, seeds {'+'.join(map(str, CORPUS_SEEDS))}", **r,
+                 **{f"mse_seed{k}": spread[k][(r["train_fraction"], "avg")] for k in CORPUS_SEEDS}}
+                for r in aggregate_seeds(per_seed, keys, ("mse", "mae", "val_mse")) if r["horizon"] == "avg"]
+        mine += [{"dataset": target, **r} for r in table["rows"] if r["horizon"] == "avg" and (
+            r["model"] in ("random-init", "linear") or r.get("pretraining") == f"{target} (own)")]
+        rows += sorted(mine, key=lambda r: r["train_fraction"])
+    out = write_results(out_dir, "transfer", "seeds", rows, seed=0, device=device, wall_s=wall,
+                        extra={"corpus_seeds": list(CORPUS_SEEDS)},
+                        notes=(f"`tsjepa` / corpus: the shipped `{CORPUS}` command (2000 steps) pretrained with each "
+                               f"seed {', '.join(map(str, CORPUS_SEEDS))}, fp16 like the shipped file (seed 0 is "
+                               "the shipped file); mean, `mse_std` and each seed's MSE (`mse_seed<k>`). The other "
+                               "rows are read from the per-target tables `transfer/<target>.json` (random-init: "
+                               "mean over its draws; own: the target's own pretraining, seed 0; linear: raw-window "
+                               "ridge); the shipped encoder reproduces those tables' corpus rows here (checked). "
+                               "Frozen encoder + ridge probe, all val and test windows; `train_fraction`: the heads' "
+                               "share of the train windows."))
+    plot_seeds(rows, targets, out.with_suffix(".png"), device)
+    return out
+
+
+def plot_seeds(rows: list[dict], targets: list[str], path: Path, device: str) -> None:
+    """One panel per target: avg test MSE along the label share, the corpus encoder's seed mean ± std beside
+    the random-init twin (± std over its draws), the own-dataset encoder and the raw-window ridge."""
+    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.8), squeeze=False)
+    for ax, target in zip(axes[0], targets, strict=True):
+        mine = [r for r in rows if r["dataset"] == target and r["horizon"] == "avg"]
+        for label in dict.fromkeys((r["model"], r.get("pretraining", "-")) for r in mine):
+            curve = sorted((r for r in mine if (r["model"], r.get("pretraining", "-")) == label),
+                           key=lambda r: r["train_fraction"])
+            ax.errorbar([r["train_fraction"] for r in curve], [r["mse"] for r in curve],
+                        yerr=[r.get("mse_std") or 0.0 for r in curve], marker="o", capsize=3,
+                        label=label[0] if label[1] == "-" else f"{label[0]} ({label[1]})")
+        ax.set_xscale("log")
+        ax.set_xlabel("share of train windows the heads are fit on")
+        ax.set_ylabel("test MSE, avg over horizons")
+        ax.set_title(target, fontsize=10)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Corpus encoder over pretraining seeds {list(CORPUS_SEEDS)} ({device})", fontsize=10)
+    save_figure(fig, path)
+
+
 def plot_curve(rows: list[dict], targets: list[str], x: str, xlabel: str, title: str, path: Path) -> None:
     """One panel per target: the corpus encoder's test MSE along row key ``x``, random-init and the raw linear
     ridge as horizontal references."""
@@ -268,13 +354,13 @@ def share(targets: list[str], out_dir: str) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", nargs="?", default="all", choices=["all", "own", "score", "collect", "steps", "share"])
+    parser.add_argument("stage", nargs="?", default="all", choices=["all", "own", "score", "collect", "steps", "share", "seeds"])
     parser.add_argument("--targets", nargs="*", default=list(TARGETS), choices=list(TARGETS))
     parser.add_argument("--out-dir", default=str(ROOT / "eval" / "results"))
     args = parser.parse_args()
     start = time.time()
-    if args.stage in ("steps", "share"):
-        print(f"results: {(scaling if args.stage == 'steps' else share)(args.targets, args.out_dir)}")
+    if args.stage in ("steps", "share", "seeds"):
+        print(f"results: {dict(steps=scaling, share=share, seeds=seeds)[args.stage](args.targets, args.out_dir)}")
         return
     for target in args.targets:
         if args.stage in ("all", "own"):
