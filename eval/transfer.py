@@ -234,12 +234,8 @@ def corpus_encoder(seed: int) -> Path:
 
 
 def seeds(targets: list[str], out_dir: str) -> Path:
-    """The corpus encoder over its pretraining seeds `CORPUS_SEEDS` on ``targets``, at each label share of the
-    per-target tables (avg over horizons): mean and std of the probe's MSE, each seed's, and the committed per-target table's
-    references (random-init over its draws, the own-dataset encoder, the raw-window ridge). The shipped encoder
-    (seed 0) is scored again, or its table evaluation reused, and must reproduce that table's corpus rows, so
-    the references were measured on the same windows by the same code."""
-    keys = ("model", "mode", "horizon", "train_fraction")
+    """The corpus encoder over its pretraining seeds `CORPUS_SEEDS` on ``targets`` (`seed_rows`), each seed's
+    evaluation scored here when missing (seed 0 reuses its table's evaluation when that is in ``runs/``)."""
     rows, device, wall = [], "none", 0.0
     for target in targets:
         table = json.loads((Path(out_dir) / "transfer" / f"{target}.json").read_text())
@@ -255,17 +251,7 @@ def seeds(targets: list[str], out_dir: str) -> Path:
             record = json.loads(path.read_text())
             per_seed[k] = [r for r in record["rows"] if r["model"] == "tsjepa"]
             device, wall = record["device"], wall + record["wall_s"]
-        shipped = {tuple(r[k] for k in keys): r["mse"] for r in table["rows"] if r.get("pretraining") == CORPUS}
-        if any(abs(shipped[tuple(r[k] for k in keys)] - r["mse"]) > 1e-4 for r in per_seed[0]):
-            raise ValueError(f"the shipped encoder no longer reproduces eval/results/transfer/{target}.json; "
-                             f"regenerate that table first (python eval/transfer.py --targets {target})")
-        spread = {k: {(r["train_fraction"], r["horizon"]): r["mse"] for r in rs} for k, rs in per_seed.items()}
-        mine = [{"dataset": target, "pretraining": f"corpus, seeds {'+'.join(map(str, CORPUS_SEEDS))}", **r,
-                 **{f"mse_seed{k}": spread[k][(r["train_fraction"], "avg")] for k in CORPUS_SEEDS}}
-                for r in aggregate_seeds(per_seed, keys, ("mse", "mae", "val_mse")) if r["horizon"] == "avg"]
-        mine += [{"dataset": target, **r} for r in table["rows"] if r["horizon"] == "avg" and (
-            r["model"] in ("random-init", "linear") or r.get("pretraining") == f"{target} (own)")]
-        rows += sorted(mine, key=lambda r: r["train_fraction"])
+        rows += seed_rows(target, per_seed, table)
     out = write_results(out_dir, "transfer", "seeds", rows, seed=0, device=device, wall_s=wall,
                         extra={"corpus_seeds": list(CORPUS_SEEDS)},
                         notes=(f"`tsjepa` / corpus: the shipped `{CORPUS}` command (2000 steps) pretrained with each "
@@ -278,6 +264,26 @@ def seeds(targets: list[str], out_dir: str) -> Path:
                                "share of the train windows."))
     plot_seeds(rows, targets, out.with_suffix(".png"), device)
     return out
+
+
+def seed_rows(target: str, per_seed: dict[int, list[dict]], table: dict) -> list[dict]:
+    """Avg-over-horizons rows of ``target`` at each label share: the corpus encoder's mean, std and each seed's
+    MSE (``mse_seed<k>``) from its ``tsjepa`` rows per pretraining seed ``per_seed``, and the per-target
+    ``table``'s references (random-init over its draws, the own-dataset encoder, the raw-window ridge). Seed 0
+    is the shipped encoder and must reproduce the table's corpus rows (to 1e-4), so the references were
+    measured on the same windows by the same code."""
+    keys = ("model", "mode", "horizon", "train_fraction")
+    shipped = {tuple(r[k] for k in keys): r["mse"] for r in table["rows"] if r.get("pretraining") == CORPUS}
+    if any(abs(shipped.get(tuple(r[k] for k in keys), float("inf")) - r["mse"]) > 1e-4 for r in per_seed[0]):
+        raise ValueError(f"the shipped encoder no longer reproduces eval/results/transfer/{target}.json; "
+                         f"regenerate that table first (python eval/transfer.py --targets {target})")
+    spread = {k: {r["train_fraction"]: r["mse"] for r in rows if r["horizon"] == "avg"} for k, rows in per_seed.items()}
+    rows = [{"dataset": target, "pretraining": f"corpus, seeds {'+'.join(map(str, per_seed))}", **r,
+             **{f"mse_seed{k}": spread[k][r["train_fraction"]] for k in per_seed}}
+            for r in aggregate_seeds(per_seed, keys, ("mse", "mae", "val_mse")) if r["horizon"] == "avg"]
+    rows += [{"dataset": target, **r} for r in table["rows"] if r["horizon"] == "avg" and (
+        r["model"] in ("random-init", "linear") or r.get("pretraining") == f"{target} (own)")]
+    return sorted(rows, key=lambda r: r["train_fraction"])
 
 
 def plot_seeds(rows: list[dict], targets: list[str], path: Path, device: str) -> None:

@@ -37,3 +37,34 @@ def test_twin_rows_average_the_draws_with_their_std():
 def test_twin_rows_refuse_evaluations_that_scored_different_encoders():
     with pytest.raises(ValueError, match="corpus-s1 differs"):
         transfer.twin_rows({"corpus-s0": record(0, 0.40), "corpus-s1": record(1, 0.44, encoder_mse=0.41)})
+
+
+def table(corpus_mse: float) -> dict:
+    """A per-target transfer table: the shipped encoder, the own-dataset encoder, the twin and a baseline."""
+    common = {"mode": "probe", "horizon": "avg", "train_fraction": 1.0, "mae": 0.5, "val_mse": 0.6}
+    return {"rows": [
+        {"model": "tsjepa", "pretraining": transfer.CORPUS, **common, "mse": corpus_mse},
+        {"model": "tsjepa", "pretraining": "etth1 (own)", **common, "mse": 0.39},
+        {"model": "random-init", "pretraining": "-", **common, "mse": 0.41, "mse_std": 0.01, "n_seeds": 3},
+        {"model": "linear", "pretraining": "-", **common, "mode": "supervised", "mse": 0.45},
+        {"model": "tsjepa", "pretraining": transfer.CORPUS, **common, "horizon": 96, "mse": 0.3},
+    ]}
+
+
+def test_seed_rows_average_the_corpus_seeds_beside_the_table_references():
+    probe = {"model": "tsjepa", "mode": "probe", "horizon": "avg", "train_fraction": 1.0, "mae": 0.5, "val_mse": 0.6}
+    rows = transfer.seed_rows("etth1", {0: [{**probe, "mse": 0.40}], 1: [{**probe, "mse": 0.44}]}, table(0.40))
+    corpus = [r for r in rows if r["pretraining"].startswith("corpus")]
+    assert len(corpus) == 1
+    assert corpus[0]["mse"] == pytest.approx(0.42) and corpus[0]["n_seeds"] == 2
+    assert corpus[0]["mse_std"] == pytest.approx(0.04 / 2 ** 0.5)
+    assert (corpus[0]["mse_seed0"], corpus[0]["mse_seed1"]) == (0.40, 0.44)
+    others = {(r["model"], r["pretraining"]): r["mse"] for r in rows if r not in corpus}
+    assert others == {("tsjepa", "etth1 (own)"): 0.39, ("random-init", "-"): 0.41, ("linear", "-"): 0.45}
+    assert {r["dataset"] for r in rows} == {"etth1"} and all(r["horizon"] == "avg" for r in rows)
+
+
+def test_seed_rows_refuse_a_shipped_encoder_that_no_longer_reproduces_its_table():
+    probe = {"model": "tsjepa", "mode": "probe", "horizon": "avg", "train_fraction": 1.0, "mae": 0.5, "val_mse": 0.6}
+    with pytest.raises(ValueError, match="no longer reproduces"):
+        transfer.seed_rows("etth1", {0: [{**probe, "mse": 0.40}], 1: [{**probe, "mse": 0.44}]}, table(0.41))
