@@ -22,7 +22,7 @@ shipped one (all 29 files) on ``--targets`` at full labels, with the random-init
 ``seeds`` pretrains the shipped encoder's command again with each seed of ``CORPUS_SEEDS`` past 0, exports it
 the same way (fp16) and writes ``eval/results/transfer/seeds.{json,md,png}``: the corpus encoder's mean and std
 over its pretraining seeds on ``--targets`` at each label share, beside the per-target tables' references.
-The per-target tables use a single pretraining seed (0) for the encoders; the random-init twin of the per-target tables is drawn
+The per-target tables use a single pretraining seed (0) for the encoders; their random-init twin is drawn
 ``len(TWIN_SEEDS)`` times, because one draw moved the avg MSE by as much as the encoders differ.
 """
 
@@ -291,7 +291,7 @@ def plot_seeds(rows: list[dict], targets: list[str], path: Path, device: str) ->
     the random-init twin (± std over its draws), the own-dataset encoder and the raw-window ridge."""
     fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.8), squeeze=False)
     for ax, target in zip(axes[0], targets, strict=True):
-        mine = [r for r in rows if r["dataset"] == target and r["horizon"] == "avg"]
+        mine = [r for r in rows if r["dataset"] == target]
         for label in dict.fromkeys((r["model"], r.get("pretraining", "-")) for r in mine):
             curve = sorted((r for r in mine if (r["model"], r.get("pretraining", "-")) == label),
                            key=lambda r: r["train_fraction"])
