@@ -34,6 +34,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -64,6 +65,8 @@ SHARE_FILES = CORPUS_FILES[::4]
 SHARE_RUN = RUNS / "corpus-share-s0"
 # random-init draws of the per-target tables (the corpus encoder and the baselines are deterministic)
 TWIN_SEEDS = (0, 1, 2)
+# what identifies one row of a forecast evaluation
+ROW_KEYS = ("model", "mode", "horizon", "train_fraction")
 # pretraining seeds of the corpus encoder for the seed-spread table; 0 is the shipped encoder
 CORPUS_SEEDS = (0, 1)
 
@@ -121,15 +124,19 @@ def twin_rows(records: dict[str, dict]) -> list[dict]:
     """Random-init rows averaged over the twin draws of the corpus evaluations ``records`` (mean, ``mse_std``,
     ``mae_std``, ``val_mse_std``, ``n_seeds``). Their other rows must agree: the encoder and baselines are
     deterministic, so a difference means the evaluations did not score the same thing."""
-    keys = ("model", "mode", "horizon", "train_fraction")
     first = next(iter(records.values()))
-    fixed = {tuple(r[k] for k in keys): r["mse"] for r in first["rows"] if r["model"] != "random-init"}
+    fixed = mse_by_row(r for r in first["rows"] if r["model"] != "random-init")
     for name, record in records.items():
-        mine = {tuple(r[k] for k in keys): r["mse"] for r in record["rows"] if r["model"] != "random-init"}
+        mine = mse_by_row(r for r in record["rows"] if r["model"] != "random-init")
         if mine.keys() != fixed.keys() or any(abs(mine[k] - v) > 1e-6 for k, v in fixed.items()):
             raise ValueError(f"evaluation {name} differs from the first outside its random-init rows; re-score it")
     return aggregate_seeds({record["seed"]: [r for r in record["rows"] if r["model"] == "random-init"]
-                            for record in records.values()}, keys, ("mse", "mae", "val_mse"))
+                            for record in records.values()}, ROW_KEYS, ("mse", "mae", "val_mse"))
+
+
+def mse_by_row(rows: Iterable[dict]) -> dict[tuple, float]:
+    """Each row's test MSE under its `ROW_KEYS` values."""
+    return {tuple(r[k] for k in ROW_KEYS): r["mse"] for r in rows}
 
 
 def collect(target: str, out_dir: str) -> Path | None:
@@ -169,20 +176,26 @@ def collect(target: str, out_dir: str) -> Path | None:
 
 def plot(rows: list[dict], path: Path, target: str, device: str) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    curves = [("tsjepa", CORPUS), ("tsjepa", f"{target} (own)"), ("random-init", "-"), ("linear", "-")]
-    for model, pretraining in curves:
-        mine = sorted((r for r in rows if r["model"] == model and r["pretraining"] == pretraining
-                       and r["horizon"] == "avg"), key=lambda r: r["train_fraction"])
-        label = model if pretraining == "-" else f"{model} ({pretraining})"
-        ax.errorbar([r["train_fraction"] for r in mine], [r["mse"] for r in mine],
-                    yerr=[r.get("mse_std", 0.0) for r in mine], marker="o", capsize=3, label=label)
-    ax.set_xscale("log")
-    ax.set_xlabel("share of train windows the heads are fit on")
-    ax.set_ylabel("test MSE, avg over horizons")
+    label_share_curves(ax, rows, [("tsjepa", CORPUS), ("tsjepa", f"{target} (own)"), ("random-init", "-"),
+                                  ("linear", "-")])
     ax.set_title(f"Transfer to {target}\n(encoders: seed 0; random-init: {len(TWIN_SEEDS)} draws, ± std; {device})",
                  fontsize=9)
     ax.legend(fontsize=8)
     save_figure(fig, path)
+
+
+def label_share_curves(ax: plt.Axes, rows: list[dict], curves: Iterable[tuple[str, str]]) -> None:
+    """On ``ax``: the avg-over-horizons test MSE (± ``mse_std``) along the label share for each (model,
+    pretraining) of ``curves``; rows without ``pretraining`` count as ``-``."""
+    for model, pretraining in curves:
+        mine = sorted((r for r in rows if r["model"] == model and r.get("pretraining", "-") == pretraining
+                       and r["horizon"] == "avg"), key=lambda r: r["train_fraction"])
+        ax.errorbar([r["train_fraction"] for r in mine], [r["mse"] for r in mine],
+                    yerr=[r.get("mse_std") or 0.0 for r in mine], marker="o", capsize=3,
+                    label=model if pretraining == "-" else f"{model} ({pretraining})")
+    ax.set_xscale("log")
+    ax.set_xlabel("share of train windows the heads are fit on")
+    ax.set_ylabel("test MSE, avg over horizons")
 
 
 def snapshots() -> dict[int, Path]:
@@ -272,15 +285,14 @@ def seed_rows(target: str, per_seed: dict[int, list[dict]], table: dict) -> list
     ``table``'s references (random-init over its draws, the own-dataset encoder, the raw-window ridge). Seed 0
     is the shipped encoder and must reproduce the table's corpus rows (to 1e-4), so the references were
     measured on the same windows by the same code."""
-    keys = ("model", "mode", "horizon", "train_fraction")
-    shipped = {tuple(r[k] for k in keys): r["mse"] for r in table["rows"] if r.get("pretraining") == CORPUS}
-    if any(abs(shipped.get(tuple(r[k] for k in keys), float("inf")) - r["mse"]) > 1e-4 for r in per_seed[0]):
+    shipped = mse_by_row(r for r in table["rows"] if r.get("pretraining") == CORPUS)
+    if any(abs(shipped.get(k, float("inf")) - v) > 1e-4 for k, v in mse_by_row(per_seed[0]).items()):
         raise ValueError(f"the shipped encoder no longer reproduces eval/results/transfer/{target}.json; "
                          f"regenerate that table first (python eval/transfer.py --targets {target})")
     spread = {k: {r["train_fraction"]: r["mse"] for r in rows if r["horizon"] == "avg"} for k, rows in per_seed.items()}
     rows = [{"dataset": target, "pretraining": f"corpus, seeds {'+'.join(map(str, per_seed))}", **r,
              **{f"mse_seed{k}": spread[k][r["train_fraction"]] for k in per_seed}}
-            for r in aggregate_seeds(per_seed, keys, ("mse", "mae", "val_mse")) if r["horizon"] == "avg"]
+            for r in aggregate_seeds(per_seed, ROW_KEYS, ("mse", "mae", "val_mse")) if r["horizon"] == "avg"]
     rows += [{"dataset": target, **r} for r in table["rows"] if r["horizon"] == "avg" and (
         r["model"] in ("random-init", "linear") or r.get("pretraining") == f"{target} (own)")]
     return sorted(rows, key=lambda r: r["train_fraction"])
@@ -292,15 +304,7 @@ def plot_seeds(rows: list[dict], targets: list[str], path: Path, device: str) ->
     fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.8), squeeze=False)
     for ax, target in zip(axes[0], targets, strict=True):
         mine = [r for r in rows if r["dataset"] == target]
-        for label in dict.fromkeys((r["model"], r.get("pretraining", "-")) for r in mine):
-            curve = sorted((r for r in mine if (r["model"], r.get("pretraining", "-")) == label),
-                           key=lambda r: r["train_fraction"])
-            ax.errorbar([r["train_fraction"] for r in curve], [r["mse"] for r in curve],
-                        yerr=[r.get("mse_std") or 0.0 for r in curve], marker="o", capsize=3,
-                        label=label[0] if label[1] == "-" else f"{label[0]} ({label[1]})")
-        ax.set_xscale("log")
-        ax.set_xlabel("share of train windows the heads are fit on")
-        ax.set_ylabel("test MSE, avg over horizons")
+        label_share_curves(ax, mine, dict.fromkeys((r["model"], r.get("pretraining", "-")) for r in mine))
         ax.set_title(target, fontsize=10)
         ax.legend(fontsize=7)
     fig.suptitle(f"Corpus encoder over pretraining seeds {list(CORPUS_SEEDS)} ({device})", fontsize=10)

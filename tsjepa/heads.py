@@ -85,12 +85,12 @@ def fit_probe(encoded: dict[str, EncoderOutput], target: dict[str, torch.Tensor]
                     {s: rearrange(o.scale, "n c -> (n c)") ** 2 for s, o in encoded.items()})
 
 
-
 def smoother_probe(probe: Ridge, encoded: dict[str, EncoderOutput], target: dict[str, torch.Tensor],
                    keep: dict[str, torch.Tensor], scale: float) -> Ridge:
     """``probe`` (a `fit_probe` solution) when ``scale`` is 1, else the probe refit on the same rows with ``scale``
     times its val-chosen penalty: the smoother start fine-tuning can train through."""
     return probe if scale == 1 else fit_probe(encoded, target, keep, [probe.alpha * scale])
+
 
 def probe_predict(head: Ridge, out: EncoderOutput) -> torch.Tensor:
     """Forecasts ``[N, C, H]`` in data units (the window's loc/scale added back)."""
