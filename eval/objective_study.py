@@ -63,6 +63,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                                                                        f"{OBJ}.ema=0.996"]),
     "default-ema": ("the original default with an EMA target encoder (0.996): EMA on the clinical preset's pick",
                     [f"{OBJ}.projector=[]", f"{OBJ}.sigreg_on=tokens", f"{OBJ}.ema=0.996"]),
+    "default-recon": ("the original default with the reconstruction head (weight 1): the dense-detail auxiliary "
+                      "on the clinical preset's pick", [f"{OBJ}.projector=[]", f"{OBJ}.sigreg_on=tokens",
+                                                        f"{OBJ}.reconstruction_weight=1.0"]),
+    "recon-ema": ("recon with an EMA target encoder (0.996): EMA on the PhysioNet screen's best",
+                  [PROJECTOR, f"{OBJ}.sigreg_on=axes", f"{OBJ}.reconstruction_weight=1.0", f"{OBJ}.ema=0.996"]),
     "proj-axes-tail": ("proj-axes; half the target blocks at the window's end (forecast-shaped targets)",
                        [PROJECTOR, f"{OBJ}.sigreg_on=axes", f"{OBJ}.mask_tail_prob=0.5"]),
     "proj-axes-250": ("proj-axes pretrained for 250 steps instead of 300 (the 10-minute budget of the default "
