@@ -42,41 +42,41 @@ from tsjepa.results import aggregate_seeds, save_figure, write_results  # noqa: 
 ROOT = Path(__file__).resolve().parents[1]
 OBJ = "model.objective"
 PROJECTOR = f"{OBJ}.projector=[512,512,64]"
+ORIGINAL = [f"{OBJ}.projector=[]", f"{OBJ}.sigreg_on=tokens"]  # the recipe before the study
+AXES = [PROJECTOR, f"{OBJ}.sigreg_on=axes"]  # the ETTh1 screen's pick, base of its ablations
+RECON = f"{OBJ}.reconstruction_weight=1.0"
+EMA = f"{OBJ}.ema=0.996"
 
 # name -> (what it tests, overrides of the default recipe)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "default": ("the original default: SIGReg on every token (N ~ 9.4k), no projector",
-                [f"{OBJ}.projector=[]", f"{OBJ}.sigreg_on=tokens"]),
+                ORIGINAL),
     "lam0": ("no SIGReg (lambda = 0): the reference that earlier probed best", [f"{OBJ}.lam=0.0"]),
     "proj-tokens": ("projector 512-512-64; prediction and SIGReg on its output, over tokens", [PROJECTOR]),
     "proj-pooled": ("projector; SIGReg over (window, channel) means (N = B*C)",
                     [PROJECTOR, f"{OBJ}.sigreg_on=pooled"]),
     "proj-window": ("projector; SIGReg over window means (N = B)", [PROJECTOR, f"{OBJ}.sigreg_on=window"]),
     "proj-axes": ("projector; SIGReg over window means and within each window over its tokens",
-                  [PROJECTOR, f"{OBJ}.sigreg_on=axes"]),
+                  AXES),
     "multiview": ("projector; LeJEPA multi-view loss over 4 time crops (2 global 70%, 2 local 30%) beside the "
                   "span predictor; SIGReg over window means and each view", [PROJECTOR, f"{OBJ}.sigreg_on=window",
                                                                              f"{OBJ}.views=4"]),
     "recon": ("projector + axes, and a linear head reconstructing masked patch values from the predicted "
-              "latents (weight 1)", [PROJECTOR, f"{OBJ}.sigreg_on=axes", f"{OBJ}.reconstruction_weight=1.0"]),
-    "proj-axes-ema": ("proj-axes with an EMA target encoder (0.996)", [PROJECTOR, f"{OBJ}.sigreg_on=axes",
-                                                                       f"{OBJ}.ema=0.996"]),
-    "default-ema": ("the original default with an EMA target encoder (0.996): EMA on the clinical preset's pick",
-                    [f"{OBJ}.projector=[]", f"{OBJ}.sigreg_on=tokens", f"{OBJ}.ema=0.996"]),
+              "latents (weight 1)", [*AXES, RECON]),
+    "proj-axes-ema": ("proj-axes with an EMA target encoder (0.996)", [*AXES, EMA]),
     "default-recon": ("the original default with the reconstruction head (weight 1): the dense-detail auxiliary "
-                      "on the clinical preset's pick", [f"{OBJ}.projector=[]", f"{OBJ}.sigreg_on=tokens",
-                                                        f"{OBJ}.reconstruction_weight=1.0"]),
+                      "on the clinical preset's pick", [*ORIGINAL, RECON]),
     "recon-ema": ("recon with an EMA target encoder (0.996): EMA on the PhysioNet screen's best",
-                  [PROJECTOR, f"{OBJ}.sigreg_on=axes", f"{OBJ}.reconstruction_weight=1.0", f"{OBJ}.ema=0.996"]),
+                  [*AXES, RECON, EMA]),
     "proj-axes-tail": ("proj-axes; half the target blocks at the window's end (forecast-shaped targets)",
-                       [PROJECTOR, f"{OBJ}.sigreg_on=axes", f"{OBJ}.mask_tail_prob=0.5"]),
+                       [*AXES, f"{OBJ}.mask_tail_prob=0.5"]),
     "proj-axes-250": ("proj-axes pretrained for 250 steps instead of 300 (the 10-minute budget of the default "
-                      "ETTh1 run)", [PROJECTOR, f"{OBJ}.sigreg_on=axes", "train.steps=250"]),
+                      "ETTh1 run)", [*AXES, "train.steps=250"]),
     "proj-axes-long": ("proj-axes pretrained 3x longer (900 steps)",
-                       [PROJECTOR, f"{OBJ}.sigreg_on=axes", "train.steps=900", "train.warmup=100"]),
+                       [*AXES, "train.steps=900", "train.warmup=100"]),
     "proj-axes-centred": ("proj-axes with SIGReg on slot-centred tokens (each token minus its (channel, patch) "
                           "batch mean), so position and channel codes alone cannot pass it",
-                          [PROJECTOR, f"{OBJ}.sigreg_on=axes", f"{OBJ}.centre_slots=true"]),
+                          [*AXES, f"{OBJ}.centre_slots=true"]),
     "proj-tokens-centred": ("projector; SIGReg over every slot-centred token (N = observed B*C*P)",
                             [PROJECTOR, f"{OBJ}.sigreg_on=tokens", f"{OBJ}.centre_slots=true"]),
 }
