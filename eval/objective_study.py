@@ -65,7 +65,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
               "latents (weight 1)", [*AXES, RECON]),
     "proj-axes-ema": ("proj-axes with an EMA target encoder (0.996)", [*AXES, EMA]),
     "default-recon": ("the original default with the reconstruction head (weight 1): the dense-detail auxiliary "
-                      "on the clinical preset's pick", [*ORIGINAL, RECON]),
+                      "without the projector", [*ORIGINAL, RECON]),
     "recon-ema": ("recon with an EMA target encoder (0.996): EMA on the PhysioNet screen's best",
                   [*AXES, RECON, EMA]),
     "proj-axes-tail": ("proj-axes; half the target blocks at the window's end (forecast-shaped targets)",
