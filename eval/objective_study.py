@@ -397,6 +397,8 @@ def main() -> None:
 def write_presets(out_dir: Path, wall_s: float) -> None:
     tables = {arm: json.loads(path.read_text()) for arm in ARMS
               if (path := out_dir / "objective-study" / f"{arm}.json").exists()}
+    if not tables:
+        raise SystemExit(f"no arm table under {out_dir / 'objective-study'}: score an arm first")
     rows = select_presets(tables)
     out = write_results(out_dir, "objective-study", "presets", rows, seed=sorted(
         {s for t in tables.values() for v in t["variants"].values() for s in v["seeds"]}),

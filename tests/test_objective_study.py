@@ -114,3 +114,9 @@ def test_presets_select_on_validation_gain_over_default_across_their_arms():
     assert base["random_init_val_gain"] == pytest.approx(0.01)
     assert clinical == {"preset": "clinical", "selected": None, "arms": "-", "missing_arms": "physionet2012"}
     assert monitor["missing_arms"] == "smd"
+
+
+def test_presets_without_any_arm_table_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="no arm table under .*objective-study: score an arm first"):
+        study.write_presets(tmp_path, 0.0)
+    assert not any(tmp_path.iterdir())  # nothing half-written
