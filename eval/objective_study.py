@@ -2,7 +2,8 @@
 more than the same architecture with random weights? ``python eval/objective_study.py [--data etth1]``.
 
 Each variant is the dataset's default recipe (``python -m tsjepa.train data=<data> seed=<s>``, with the
-arm's preset) plus a few objective overrides, pretrained into ``runs/objective-study/<data>/<variant>-s<seed>``
+arm's preset) with the objective keys the study varies pinned to the original recipe (``REFERENCE``) and then a
+few of them overridden (``variant_overrides``), pretrained into ``runs/objective-study/<data>/<variant>-s<seed>``
 and scored by the dataset's harnesses (`ARMS`). The default variant's evaluation also scores the random-init
 twin of each seed; every evaluation carries the raw baselines. Variants are **selected on validation
 scores only**, test scores are reported beside them and never used to choose:
@@ -42,15 +43,17 @@ from tsjepa.results import aggregate_seeds, save_figure, write_results  # noqa: 
 ROOT = Path(__file__).resolve().parents[1]
 OBJ = "model.objective"
 PROJECTOR = f"{OBJ}.projector=[512,512,64]"
-ORIGINAL = [f"{OBJ}.projector=[]", f"{OBJ}.sigreg_on=tokens"]  # the recipe before the study
+# The study's reference: the original recipe, with every objective key a variant or a preset changes pinned, so a
+# variant means the same run whatever the presets select later (the presets adopt the study's picks)
+REFERENCE = {f"{OBJ}.projector": "[]", f"{OBJ}.sigreg_on": "tokens", f"{OBJ}.views": "0",
+             f"{OBJ}.reconstruction_weight": "0.0", f"{OBJ}.ema": "0.0", f"{OBJ}.centre_slots": "false"}
 AXES = [PROJECTOR, f"{OBJ}.sigreg_on=axes"]  # the ETTh1 screen's pick, base of its ablations
 RECON = f"{OBJ}.reconstruction_weight=1.0"
 EMA = f"{OBJ}.ema=0.996"
 
-# name -> (what it tests, overrides of the default recipe)
+# name -> (what it tests, overrides of the study's reference)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "default": ("the original default: SIGReg on every token (N ~ 9.4k), no projector",
-                ORIGINAL),
+    "default": ("the original default: SIGReg on every token (N ~ 9.4k), no projector", []),
     "lam0": ("no SIGReg (lambda = 0): the reference that earlier probed best", [f"{OBJ}.lam=0.0"]),
     "proj-tokens": ("projector 512-512-64; prediction and SIGReg on its output, over tokens", [PROJECTOR]),
     "proj-pooled": ("projector; SIGReg over (window, channel) means (N = B*C)",
@@ -65,7 +68,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
               "latents (weight 1)", [*AXES, RECON]),
     "proj-axes-ema": ("proj-axes with an EMA target encoder (0.996)", [*AXES, EMA]),
     "default-recon": ("the original default with the reconstruction head (weight 1): the dense-detail auxiliary "
-                      "without the projector", [*ORIGINAL, RECON]),
+                      "without the projector", [RECON]),
     "recon-ema": ("recon with an EMA target encoder (0.996): EMA on the PhysioNet screen's best",
                   [*AXES, RECON, EMA]),
     "proj-axes-tail": ("proj-axes; half the target blocks at the window's end (forecast-shaped targets)",
@@ -80,6 +83,16 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "proj-tokens-centred": ("projector; SIGReg over every slot-centred token (N = observed B*C*P)",
                             [PROJECTOR, f"{OBJ}.sigreg_on=tokens", f"{OBJ}.centre_slots=true"]),
 }
+
+
+def variant_overrides(name: str) -> list[str]:
+    """The Hydra overrides that pretrain variant ``name``: the study's ``REFERENCE`` with the variant's own
+    overrides in place of the keys they set (each key once)."""
+    merged = dict(REFERENCE)
+    for override in VARIANTS[name][1]:
+        key, value = override.split("=", 1)
+        merged[key] = value
+    return [f"{key}={value}" for key, value in merged.items()]
 
 
 @dataclass(frozen=True)
@@ -140,7 +153,7 @@ def pretrain(data: str, name: str, seed: int) -> None:
     for k, ckpt in zip(arm.folds or (None,), checkpoints(data, name, seed), strict=True):
         fold = [] if k is None else [f"data.fold={k}"]
         run([sys.executable, "-m", "tsjepa.train", f"data={data}", f"seed={seed}", f"run_dir={ckpt.parents[1]}",
-             *fold, *arm.train, *VARIANTS[name][1]])
+             *fold, *arm.train, *variant_overrides(name)])
 
 
 def score(data: str, name: str, seed: int, twin: bool = False) -> None:
@@ -218,7 +231,7 @@ def collect(data: str, prior: dict | None = None) -> tuple[list[dict], dict, dic
     per_seed = {name: dict(seeds) for name, seeds in prior.get("per_seed", {}).items()}
     runs = {name: dict(info) for name, info in prior.get("variants", {}).items()}
     device = prior.get("device", "none")
-    for name, (what, overrides) in VARIANTS.items():
+    for name, (what, _) in VARIANTS.items():
         for folder in sorted(run_dir(data, name, 0).parent.glob(f"{name}-s*")):
             seed = int(folder.name.rsplit("-s", 1)[1])
             found = metrics_of(data, name, seed)
@@ -231,7 +244,7 @@ def collect(data: str, prior: dict | None = None) -> tuple[list[dict], dict, dic
             device = next(iter(records.values()))["device"]
             per_seed.setdefault(name, {})[str(seed)] = metrics
             info = runs.setdefault(name, {})
-            info |= {"what": what, "overrides": overrides}
+            info |= {"what": what, "overrides": variant_overrides(name)}
             for key, value in (("eval_commands", [r["command"] for r in records.values()]),
                                ("eval_commits", [r["commit"] for r in records.values()]),
                                ("eval_wall_s", round(sum(r["wall_s"] for r in records.values()), 1)),
@@ -385,7 +398,8 @@ def main() -> None:
         args.out_dir, "objective-study", args.data, rows, seed=sorted({s for v in runs.values() for s in v["seeds"]}),
         device=device, wall_s=time.time() - start,
         extra={"variants": runs, "select": list(arm.select), "per_seed": per_seed},
-        notes=("Each variant = the dataset's default recipe with the overrides in the JSON (`variants`), "
+        notes=("Each variant = the dataset's default recipe with the objective overrides in the JSON (`variants`: "
+               "the study's reference, the original recipe, then the variant's changes), "
                + NOTES["smd" if args.data == "smd" else arm.tasks[0]] + " Metrics: mean over the variant's "
                "seeds (`*_std`: sample std, present with more than one seed). `selected`: the best validation "
                "score. `random-init`: the default's architecture with random weights, one twin per seed."),

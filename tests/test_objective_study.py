@@ -120,3 +120,23 @@ def test_presets_without_any_arm_table_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no arm table under .*objective-study: score an arm first"):
         study.write_presets(tmp_path, 0.0)
     assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+@pytest.mark.parametrize("data", list(study.ARMS))
+def test_a_variant_is_the_same_objective_on_every_preset(data):
+    """The presets adopt the study's picks (clinical: recon-ema), so a variant pins every key the study varies:
+    ``proj-tokens`` regularises tokens and ``default`` has no reconstruction head or EMA on every arm."""
+    from conftest import compose_config
+
+    for name in study.VARIANTS:
+        overrides = study.variant_overrides(name)
+        keys = [o.split("=", 1)[0] for o in overrides]
+        assert len(keys) == len(set(keys)), name  # Hydra refuses a key given twice
+        objective = compose_config("train", [f"data={data}", *study.ARMS[data].train, *overrides]).model.objective
+        expected = {k.removeprefix(f"{study.OBJ}."): v for k, v in (o.split("=", 1) for o in overrides)
+                    if k.startswith(study.OBJ)}
+        assert {k: str(objective[k]).replace(" ", "").lower() for k in expected} == {
+            k: v.lower() for k, v in expected.items()}, name
+    tokens = compose_config("train", [f"data={data}", *study.variant_overrides("proj-tokens")]).model.objective
+    assert (tokens.sigreg_on, tokens.reconstruction_weight, tokens.ema) == ("tokens", 0.0, 0.0)
+    assert list(tokens.projector) == [512, 512, 64]
