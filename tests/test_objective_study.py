@@ -129,7 +129,7 @@ def test_a_variant_is_the_same_objective_on_every_preset(data):
     from conftest import compose_config
 
     for name in study.VARIANTS:
-        overrides = study.variant_overrides(name)  # Hydra's compose refuses a key given twice
+        overrides = study.variant_overrides(name)
         objective = compose_config("train", [f"data={data}", *study.ARMS[data].train, *overrides]).model.objective
         expected = {k.removeprefix(f"{study.OBJ}."): v for k, v in (o.split("=", 1) for o in overrides)
                     if k.startswith(study.OBJ)}
