@@ -156,20 +156,23 @@ def pretrain(data: str, name: str, seed: int) -> None:
              *fold, *arm.train, *variant_overrides(name)])
 
 
-def score(data: str, name: str, seed: int, twin: bool = False) -> None:
+def score(data: str, name: str, seed: int, twin: bool = False) -> bool:
     """Run each harness on the variant's checkpoints (with the random-init twin for the default variant, or
-    when ``twin``), unless its result is newer than every checkpoint."""
+    when ``twin``), unless its result is newer than every checkpoint. Returns whether any harness ran."""
     arm = ARMS[data]
     ckpts = checkpoints(data, name, seed)
     ckpt = str(ckpts[0]).replace("fold0", "fold*") if arm.folds else str(ckpts[0])
     newest = max((c / "config.json").stat().st_mtime for c in ckpts)
+    ran = False
     for task in arm.tasks:
         result = result_path(data, name, seed, task)
         if result.exists() and result.stat().st_mtime > newest:
             continue
+        ran = True
         run([sys.executable, "-m", "tsjepa.eval", task, f"data={data}", f"ckpt={ckpt}", f"seed={seed}",
              f"out_dir={result.parents[1]}", f"eval.random_baseline={'true' if twin or name == 'default' else 'false'}",
              *arm.evals])
+    return ran
 
 
 def task_metrics(task: str, record: dict, mode: str) -> dict[str, dict[str, float]]:
@@ -381,18 +384,24 @@ def main() -> None:
     if args.stage == "presets":
         write_presets(Path(args.out_dir), time.time() - start)
         return
+    scored = False
     for name in args.variants:
         for seed in args.seeds:
             if args.stage in ("all", "pretrain"):
                 pretrain(args.data, name, seed)
             if args.stage in ("all", "score"):
-                score(args.data, name, seed, args.twin)
+                scored |= score(args.data, name, seed, args.twin)
     if args.stage == "pretrain":
         return
     committed = Path(args.out_dir) / "objective-study" / f"{args.data}.json"
-    rows, runs, per_seed, device = collect(args.data, json.loads(committed.read_text()) if committed.exists() else None)
+    prior = json.loads(committed.read_text()) if committed.exists() else None
+    rows, runs, per_seed, device = collect(args.data, prior)
     if not rows:
         raise SystemExit("no scored variant to collect")
+    if args.stage != "collect" and not scored and prior and (rows, runs) == (prior["rows"], prior["variants"]):
+        # a re-run whose evaluations were all done: the table (its command, commit and wall time) stays as made
+        print(f"{committed}: nothing new to score, table unchanged")
+        return
     arm = ARMS[args.data]
     out = write_results(
         args.out_dir, "objective-study", args.data, rows, seed=sorted({s for v in runs.values() for s in v["seeds"]}),

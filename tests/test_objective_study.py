@@ -101,6 +101,32 @@ def test_study_refuses_to_mix_new_seeds_into_a_row_without_per_seed_metrics(tmp_
         study.collect("etth1", legacy)
 
 
+def test_rescoring_finished_runs_leaves_the_table_as_made(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "ROOT", tmp_path)
+    for name in ("default", "proj-axes"):  # checkpoints older than their evaluations: nothing to re-run
+        ckpt = study.checkpoints("etth1", name, 0)[0]
+        ckpt.mkdir(parents=True)
+        (ckpt / "config.json").write_text("{}")
+    forecast_eval(tmp_path, "default", 0, {"tsjepa": 1.06, "random-init": 1.05, "linear": 1.04})
+    out = tmp_path / "results"
+
+    def score(variant: str) -> None:
+        argv = ["objective_study.py", "score", "--data", "etth1", "--variants", variant, "--out-dir", str(out)]
+        monkeypatch.setattr(sys, "argv", argv)
+        study.main()
+
+    score("default")  # the first score writes the table
+    table = out / "objective-study" / "etth1.json"
+    made = table.stat()
+    monkeypatch.setattr(study, "run", lambda cmd: pytest.fail(f"re-ran {cmd}"))
+    score("default")
+    # not rewritten: its command, commit and wall time stay those of the run that made it
+    assert (table.stat().st_ino, table.stat().st_mtime_ns) == (made.st_ino, made.st_mtime_ns)
+    forecast_eval(tmp_path, "proj-axes", 0, {"tsjepa": 1.04})  # a new evaluation does rewrite it
+    score("proj-axes")
+    assert "proj-axes" in json.loads(table.read_text())["variants"]
+
+
 def test_presets_select_on_validation_gain_over_default_across_their_arms():
     def table(**val_mse):
         return {"rows": [{"model": "random-init" if v == "random-init" else "tsjepa", "variant": v, "val_mse": m,
