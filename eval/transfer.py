@@ -205,8 +205,9 @@ def snapshots() -> dict[int, Path]:
 
 
 def scaling(targets: list[str], out_dir: str) -> Path:
-    """Transfer MSE (full labels, probe) of each corpus snapshot on ``targets``."""
-    rows, device = [], "none"
+    """Transfer MSE (full labels, probe) of each corpus snapshot on ``targets``; ``wall_s``: the snapshots'
+    evaluations."""
+    rows, device, wall = [], "none", 0.0
     for target in targets:
         for step, ckpt in snapshots().items():
             path = RUNS / target / f"eval-step-{step}" / "forecast" / f"{target}.json"
@@ -214,7 +215,7 @@ def scaling(targets: list[str], out_dir: str) -> Path:
                 run([sys.executable, "-m", "tsjepa.eval", "forecast", f"data={target}", f"ckpt={ckpt}",
                      "eval.random_baseline=false", f"out_dir={path.parents[1]}"])
             record = json.loads(path.read_text())
-            device = record["device"]
+            device, wall = record["device"], wall + record["wall_s"]
             avg = next(r for r in record["rows"] if r["model"] == "tsjepa" and r["horizon"] == "avg")
             rows.append({"model": "tsjepa", "mode": "probe", "horizon": "avg", "dataset": target, "steps": step,
                          "corpus_share": 1.0, "val_mse": avg["val_mse"], "mse": avg["mse"], "mae": avg["mae"],
@@ -225,7 +226,7 @@ def scaling(targets: list[str], out_dir: str) -> Path:
                 rows.append({"model": r["model"], "mode": r["mode"], "horizon": "avg", "dataset": target,
                              "steps": 0, "corpus_share": 0.0, "val_mse": r["val_mse"], "mse": r["mse"],
                              "mae": r["mae"], "n_seeds": 1, "n_windows": r["n_windows"]})
-    out = write_results(out_dir, "transfer", "scaling", rows, seed=0, device=device, wall_s=0.0,
+    out = write_results(out_dir, "transfer", "scaling", rows, seed=0, device=device, wall_s=wall,
                         notes=("Snapshots of one corpus run (`train.keep_every`, one cosine schedule over all "
                                "steps), each probed at full labels; `random-init` and `linear` for reference."))
     plot_curve(rows, targets, "steps", "corpus pretraining steps",
