@@ -7,6 +7,7 @@ import torch
 import xarray as xr
 
 import tsjepa
+from conftest import compose_config
 from tsjepa.checkpoint import PRETRAINED_DIR, shipped_names
 from tsjepa.data.sources import sha256sum
 from tsjepa.data.vocab import UNKNOWN
@@ -28,6 +29,18 @@ def test_shipped_weights_match_their_model_card():
     assert sum(p.numel() for p in model.encoder.parameters()) == int(re.search(r"([\d,]+) parameters", CARD)
                                                                       .group(1).replace(",", ""))
     assert "python -m tsjepa.train data=corpus" in CARD
+
+
+def test_the_model_cards_command_composes_the_shipped_recipe():
+    """`python -m tsjepa.train data=corpus` must train what was shipped, even as the presets it builds on move."""
+    shipped = tsjepa.from_pretrained(NAME).config
+    cfg = compose_config("train", ["data=corpus"])
+    objective = {k: cfg.model.objective[k] for k in shipped["objective"]}
+    assert {k: list(v) if k == "projector" else v for k, v in objective.items()} == shipped["objective"]
+    assert not cfg.model.objective.centre_slots  # added after the export; off, as it was
+    assert {k: cfg.model.encoder[k] for k in ("patch_duration", "slots", "d_model", "depth", "heads")} == {
+        k: shipped["encoder"][k] for k in ("patch_duration", "slots", "d_model", "depth", "heads")}
+    assert cfg.train.steps == shipped["step"] and cfg.seed == shipped["seed"]
 
 
 def test_shipped_encoder_reads_unseen_data():
