@@ -5,9 +5,9 @@ import re
 import numpy as np
 import torch
 import xarray as xr
+from conftest import compose_config
 
 import tsjepa
-from conftest import compose_config
 from tsjepa.checkpoint import PRETRAINED_DIR, shipped_names
 from tsjepa.data.sources import sha256sum
 from tsjepa.data.vocab import UNKNOWN
