@@ -50,11 +50,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "transfer"
 CORPUS = "tsjepa-base-corpus"
 CORPUS_RUN = ROOT / "runs" / "corpus-base-cpu-s0" / "checkpoints"
-# the shipped corpus encoder's objective (proj-axes: the base preset's default in sessions 10-24; since session 25
-# the base preset adds a reconstruction head, pinned off here), so own-dataset encoders keep matching the
-# committed table as the presets change (the cpu schedule is 250 steps since session 11)
-RECIPE = ["model.objective.projector=[512,512,64]", "model.objective.sigreg_on=axes",
-          "model.objective.reconstruction_weight=0.0", "train.steps=300"]
+# the shipped corpus encoder's objective (proj-axes: the base preset's in sessions 10-24, recon since session 25)
+# and the study's 300 steps, so own-dataset encoders keep matching the committed table as the presets change
+RECIPE = ["model/objective=proj-axes", "train.steps=300"]
 TARGETS = ("etth1", "ettm1", "weather", "exchange_rate", "illness")
 FRACTIONS = "[0.05,0.1,1.0]"
 # own-dataset encoders the objective study trains with this recipe (same steps, seed 0); pretrained here when

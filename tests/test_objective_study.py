@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("objective_study", ROOT / "eval" / "objective_study.py")
@@ -164,3 +165,20 @@ def test_a_variant_is_the_same_objective_on_every_preset(data):
     tokens = compose_config("train", [f"data={data}", *study.variant_overrides("proj-tokens")]).model.objective
     assert (tokens.sigreg_on, tokens.reconstruction_weight, tokens.ema) == ("tokens", 0.0, 0.0)
     assert list(tokens.projector) == [512, 512, 64]
+
+
+@pytest.mark.parametrize("preset, option", [("base", "recon"), ("monitor", "proj-axes"), ("clinical", "recon-ema")])
+def test_each_objective_option_is_the_study_variant_it_is_named_after(preset, option):
+    """``configs/model/objective/<name>`` composes exactly the study's variant ``<name>`` (every key the study
+    varies, on the base preset), and each model preset selects the option the study picked for it."""
+    from conftest import compose_config
+
+    def objective(overrides: list[str]) -> dict:
+        return OmegaConf.to_container(compose_config("train", ["data=etth1", *overrides]).model.objective)
+
+    assert objective([f"model/objective={option}"]) == objective(study.variant_overrides(option))
+    preset_objective = objective([f"model={preset}"])
+    option_objective = objective([f"model={preset}", f"model/objective={option}"])
+    assert preset_objective == option_objective
+    presets = json.loads((ROOT / "eval" / "results" / "objective-study" / "presets.json").read_text())["rows"]
+    assert {row["preset"]: row["selected"] for row in presets}[preset] == option
