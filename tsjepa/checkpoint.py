@@ -156,7 +156,6 @@ def read_config(path: str | os.PathLike) -> dict:
     return config
 
 
-
 def checkpoints_by(pattern: str, key: typing.Callable[[dict], typing.Hashable], what: str) -> dict:
     """The checkpoint folders a glob ``pattern`` matches, keyed by ``key(config)`` (e.g. the pretraining seed);
     a folder reached through several links counts once, and two folders with one key are refused, naming

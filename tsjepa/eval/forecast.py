@@ -79,11 +79,6 @@ def metrics(pred: torch.Tensor, target: torch.Tensor, observed: torch.Tensor) ->
     return {"mse": float((err**2).mean()), "mae": float(err.abs().mean())}
 
 
-
-
-
-
-
 def check_span(encoder: Encoder, windows: Windows, ckpt: str) -> None:
     """Windows may be shorter than the encoder's span (their earlier patches are then unobserved, e.g. the
     104-week illness lookback under a 336-unit corpus encoder), never longer."""
