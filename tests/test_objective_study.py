@@ -182,3 +182,14 @@ def test_each_objective_option_is_the_study_variant_it_is_named_after(preset, op
     assert preset_objective == option_objective
     presets = json.loads((ROOT / "eval" / "results" / "objective-study" / "presets.json").read_text())["rows"]
     assert {row["preset"]: row["selected"] for row in presets}[preset] == option
+
+
+def test_the_command_lines_objective_wins_over_the_data_configs():
+    """``data=corpus`` selects ``proj-axes`` (the shipped encoder's recipe); ``model/objective=recon`` on the
+    command line still trains ``recon`` on the corpus, keeping the corpus' encoder and schedule."""
+    from conftest import compose_config
+
+    corpus = compose_config("train", ["data=corpus"])
+    recon = compose_config("train", ["data=corpus", "model/objective=recon"])
+    assert (corpus.model.objective.reconstruction_weight, recon.model.objective.reconstruction_weight) == (0.0, 1.0)
+    assert recon.model.encoder == corpus.model.encoder and recon.train == corpus.train
