@@ -10,6 +10,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import torch
@@ -81,7 +82,8 @@ def save_figure(fig, path: Path) -> None:
 
 def plot_label_efficiency(path: Path, rows: list[dict], curves: list[tuple[str, str]], metric: str, ylabel: str,
                           xlabel: str, title: str) -> None:
-    """``metric`` (± ``<metric>_std``) against ``train_fraction`` for each (model, mode) of ``curves``, log x."""
+    """``metric`` (± ``<metric>_std``) against ``train_fraction`` for each (model, mode) of ``curves``, log x.
+    Long axis labels wrap so they stay inside the figure."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -92,8 +94,8 @@ def plot_label_efficiency(path: Path, rows: list[dict], curves: list[tuple[str, 
                         yerr=[r.get(f"{metric}_std", 0.0) for r in mine], marker="o", capsize=3,
                         label=f"{model} ({mode})")
     ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set_xlabel("\n".join(textwrap.wrap(xlabel, 70)))
+    ax.set_ylabel("\n".join(textwrap.wrap(ylabel, 40)))
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     save_figure(fig, path)
