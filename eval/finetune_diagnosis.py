@@ -127,8 +127,8 @@ def plot(traces: dict[str, list[dict]], path: Path, horizon: int, device: str) -
         ax.set_xlabel("fine-tuning step (batch 32)")
         ax.set_ylabel(f"{split} MSE")
     axes[1].legend(fontsize=7)
-    fig.suptitle(f"ETTh1 H={horizon}: fine-tuning from the ridge probe (step 0), single seed; {device}", fontsize=10)
-    save_figure(fig, path)
+    fig.suptitle(f"ETTh1 H={horizon}: fine-tuning from the ridge probe (step 0), single seed", fontsize=10)
+    save_figure(fig, path, device)
 
 
 def main() -> None:

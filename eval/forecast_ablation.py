@@ -91,7 +91,7 @@ def collect() -> tuple[list[dict], dict, str]:
     return rows + ([{"variant": "-", "group": "reference", **reference}] if reference else []), runs, device
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, device: str) -> None:
     avg = [r for r in rows if r["horizon"] == "avg" and r["model"] == "tsjepa"]
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 0.45 * len(avg) + 1.5), sharey=True)
     names = [r["variant"] for r in avg]
@@ -107,7 +107,7 @@ def plot(rows: list[dict], path: Path) -> None:
     bx.set_xlabel("effective rank of test token embeddings (of d_model)")
     ax.invert_yaxis()
     fig.suptitle("Pretraining ablations (blue) and tuning (orange), frozen encoder + ridge head", fontsize=10)
-    save_figure(fig, path)
+    save_figure(fig, path, device)
 
 
 def main() -> None:
@@ -130,7 +130,7 @@ def main() -> None:
                "`effective_rank` / `isotropy`: test token embeddings (isotropy = SIGReg statistic, ~1.06 for "
                "an isotropic Gaussian). `linear` is the raw-window ridge reference on the same windows."),
     )
-    plot(rows, out.with_suffix(".png"))
+    plot(rows, out.with_suffix(".png"), device)
     print(f"results: {out} (+ .md, .png)")
 
 

@@ -63,7 +63,7 @@ PRETRAINED = ("tsjepa-probe", "tsjepa-finetune", "random-init")  # trained once 
 METRICS = ("mase", "mean_wql", "mse")
 
 
-def plot(path: Path, rows: list[dict], examples: dict, history: np.ndarray, truth: np.ndarray) -> None:
+def plot(path: Path, rows: list[dict], examples: dict, history: np.ndarray, truth: np.ndarray, device: str) -> None:
     """Left: the three metrics per model. Right: each model's median and 10-90% band for one test window of
     oil temperature (``examples``: label -> forecast), after its last two days of history."""
     fig, (bars, fan) = plt.subplots(1, 2, figsize=(14, 4.2), gridspec_kw={"width_ratios": [1, 1.4]})
@@ -83,7 +83,7 @@ def plot(path: Path, rows: list[dict], examples: dict, history: np.ndarray, trut
     fan.axvline(0, color="0.7", ls="--", lw=0.8)
     fan.legend(fontsize=7, ncol=3)
     fan.set_title(f"{PLOT_SERIES}, one test window: median and 10-90% band", fontsize=9)
-    save_figure(fig, path)
+    save_figure(fig, path, device)
 
 
 def etth1_datasets(data_dir: str | None) -> tuple[PandasDataset, PandasDataset]:
@@ -171,9 +171,9 @@ def main() -> None:
             scored.add(seed, ckpt, read_config(ckpt)["step"], rows)
     rows = scored.aggregate(keys=("model", "mode", "horizon"), metrics=METRICS)
     seeds = scored.seeds
+    description = device_description(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     out = write_results(
-        args.out_dir, "gluonts", "etth1", rows, seed=scored.label,
-        device=device_description(torch.device("cuda" if torch.cuda.is_available() else "cpu")), wall_s=time.time() - start,
+        args.out_dir, "gluonts", "etth1", rows, seed=scored.label, device=description, wall_s=time.time() - start,
         extra={"ckpt": args.ckpt, **scored.record(), "context_length": CONTEXT,
                "budget": {**budget, "epochs": args.epochs},
                "test": {"forecast_starts": windows, "distance_h": args.distance, "series": 7}},
@@ -189,7 +189,7 @@ def main() -> None:
                f"std over seeds (absent for one seed); the GluonTS baselines trained once (seed {args.seed}). "
                "`train_s`: training wall time."),
     )
-    plot(out.with_suffix(".png"), rows, examples, inputs[pick]["target"][-48:], labels[pick]["target"])
+    plot(out.with_suffix(".png"), rows, examples, inputs[pick]["target"][-48:], labels[pick]["target"], description)
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
 
 

@@ -319,8 +319,8 @@ def plot(rows: list[dict], path: Path, data: str, device: str) -> None:
         axis.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
         axis.set_xlabel(f"{key} ({'selection' if key in arm.select else 'test, reported'})")
     axes[0].invert_yaxis()
-    fig.suptitle(f"Objective study on {data}: frozen encoder, mean ± std over seeds ({device})", fontsize=10)
-    save_figure(fig, path)
+    fig.suptitle(f"Objective study on {data}: frozen encoder, mean ± std over seeds", fontsize=10)
+    save_figure(fig, path, device)
 
 
 NOTES = {

@@ -177,10 +177,9 @@ def plot(rows: list[dict], path: Path, target: str, device: str) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     label_share_curves(ax, rows, [("tsjepa", CORPUS), ("tsjepa", f"{target} (own)"), ("random-init", "-"),
                                   ("linear", "-")])
-    ax.set_title(f"Transfer to {target}\n(encoders: seed 0; random-init: {len(TWIN_SEEDS)} draws, ± std; {device})",
-                 fontsize=9)
+    ax.set_title(f"Transfer to {target}\n(encoders: seed 0; random-init: {len(TWIN_SEEDS)} draws, ± std)", fontsize=9)
     ax.legend(fontsize=8)
-    save_figure(fig, path)
+    save_figure(fig, path, device)
 
 
 def label_share_curves(ax: plt.Axes, rows: list[dict], curves: Iterable[tuple[str, str]]) -> None:
@@ -229,7 +228,7 @@ def scaling(targets: list[str], out_dir: str) -> Path:
                         notes=("Snapshots of one corpus run (`train.keep_every`, one cosine schedule over all "
                                "steps), each probed at full labels; `random-init` and `linear` for reference."))
     plot_curve(rows, targets, "steps", "corpus pretraining steps",
-               f"Transfer vs corpus pretraining steps (single seed; {device})", out.with_suffix(".png"))
+               "Transfer vs corpus pretraining steps (single seed)", out.with_suffix(".png"), device)
     return out
 
 
@@ -307,11 +306,11 @@ def plot_seeds(rows: list[dict], targets: list[str], path: Path, device: str) ->
         label_share_curves(ax, mine, dict.fromkeys((r["model"], r.get("pretraining", "-")) for r in mine))
         ax.set_title(target, fontsize=10)
         ax.legend(fontsize=7)
-    fig.suptitle(f"Corpus encoder over pretraining seeds {list(CORPUS_SEEDS)} ({device})", fontsize=10)
-    save_figure(fig, path)
+    fig.suptitle(f"Corpus encoder over pretraining seeds {list(CORPUS_SEEDS)}", fontsize=10)
+    save_figure(fig, path, device)
 
 
-def plot_curve(rows: list[dict], targets: list[str], x: str, xlabel: str, title: str, path: Path) -> None:
+def plot_curve(rows: list[dict], targets: list[str], x: str, xlabel: str, title: str, path: Path, device: str) -> None:
     """One panel per target: the corpus encoder's test MSE along row key ``x``, random-init and the raw linear
     ridge as horizontal references."""
     fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.6), squeeze=False)
@@ -327,7 +326,7 @@ def plot_curve(rows: list[dict], targets: list[str], x: str, xlabel: str, title:
         ax.set_title(target, fontsize=10)
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    save_figure(fig, path)
+    save_figure(fig, path, device)
 
 
 def share(targets: list[str], out_dir: str) -> Path:
@@ -358,7 +357,7 @@ def share(targets: list[str], out_dir: str) -> Path:
                                "ridge probe at full labels, all val and test windows; `random-init` and the "
                                "baselines from the shipped encoder's run (same windows). Single seed."))
     plot_curve(rows, targets, "corpus_share", "share of corpus files pretrained on",
-               f"Transfer vs corpus share, 2000 steps (single seed; {device})", out.with_suffix(".png"))
+               "Transfer vs corpus share, 2000 steps (single seed)", out.with_suffix(".png"), device)
     return out
 
 

@@ -3,7 +3,7 @@ import torch
 
 from tsjepa.diagnostics import patch_recoverability, r_squared, recoverability, slot_share
 from tsjepa.eval import SeedRows
-from tsjepa.results import aggregate_seeds
+from tsjepa.results import aggregate_seeds, save_figure
 
 
 def test_r_squared():
@@ -53,6 +53,20 @@ def test_aggregate_seeds_means_stds_and_counts():
     assert out[0]["n_seeds"] == 2 and out[0]["n_windows"] == 10
     assert out[0]["folds"] == 3 and isinstance(out[0]["folds"], int)  # an equal count keeps its type
     assert out[1]["n_seeds"] == 1 and "mse_std" not in out[1]
+
+
+def test_figures_carry_the_device_they_were_measured_on(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    path = tmp_path / "sub" / "plot.png"
+    save_figure(fig, path, "cuda: NVIDIA H200")
+    assert [t.get_text() for t in fig.texts] == ["device: cuda: NVIDIA H200"]
+    assert path.read_bytes().startswith(b"\x89PNG") and path.stat().st_size > 1000
 
 
 def test_seed_rows_record_what_each_seed_scored():

@@ -148,12 +148,15 @@ def test_crops_are_contiguous_blocks_of_the_configured_length():
     ({"reconstruction_weight": 0.5}, {"prediction", "sigreg", "reconstruction"}),
     ({"projector": [32, 8], "sigreg_on": "axes", "centre_slots": True}, {"prediction", "sigreg"}),
 ])
-def test_every_objective_option_trains_and_reports_its_terms(options, terms):
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])  # bf16: the GPU preset's precision
+def test_every_objective_option_trains_and_reports_its_terms(options, terms, bf16):
     jepa = make_jepa(lam=0.1, **options)
     batch = random_batch(b=6)
-    out = jepa(batch, step=0, generator=torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = jepa(batch, step=0, generator=torch.Generator().manual_seed(1))
     assert {k for k in out if k in ("prediction", "multiview", "sigreg", "reconstruction")} == terms
-    torch.testing.assert_close(sum(out[f"share_{t}"] for t in terms), torch.tensor(1.0))
+    assert out["sigreg"].dtype == torch.float32 and torch.isfinite(out["loss"])
+    torch.testing.assert_close(sum(out[f"share_{t}"].float() for t in terms), torch.tensor(1.0))
     out["loss"].backward()
     assert jepa.encoder.tokenizer.proj.weight.grad.abs().sum() > 0
     for name, module in jepa.training_modules().items():

@@ -69,11 +69,13 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def save_figure(fig, path: Path) -> None:
-    """Lay out, write (PNG, 110 dpi) and close a matplotlib figure."""
+def save_figure(fig, path: Path, device: str) -> None:
+    """Stamp the device the numbers were measured on in the figure's lower right corner, lay out, write (PNG,
+    110 dpi) and close a matplotlib figure."""
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.text(0.995, 0.005, f"device: {device}", ha="right", va="bottom", fontsize=7, color="0.35")
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=110, format="png")
     plt.close(fig)
@@ -81,7 +83,7 @@ def save_figure(fig, path: Path) -> None:
 
 
 def plot_label_efficiency(path: Path, rows: list[dict], curves: list[tuple[str, str]], metric: str, ylabel: str,
-                          xlabel: str, title: str) -> None:
+                          xlabel: str, title: str, device: str) -> None:
     """``metric`` (± ``<metric>_std``) against ``train_fraction`` for each (model, mode) of ``curves``, log x.
     Long axis labels wrap so they stay inside the figure."""
     import matplotlib.pyplot as plt
@@ -98,7 +100,7 @@ def plot_label_efficiency(path: Path, rows: list[dict], curves: list[tuple[str, 
     ax.set_ylabel("\n".join(textwrap.wrap(ylabel, 40)))
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
-    save_figure(fig, path)
+    save_figure(fig, path, device)
 
 
 def write_results(out_dir: str | os.PathLike, task: str, dataset: str, rows: list[dict], *, seed: int,

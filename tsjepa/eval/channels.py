@@ -55,7 +55,7 @@ def errors(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torc
     return (err**2).mean((0, 2)), err.abs().mean((0, 2))
 
 
-def plot_channels(path: Path, rows: list[dict]) -> None:
+def plot_channels(path: Path, rows: list[dict], device: str) -> None:
     drops = [r for r in rows if r["mode"].startswith("drop ")]
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(drops) + 2), 3.6))
     x = torch.arange(len(drops)).float()
@@ -64,7 +64,7 @@ def plot_channels(path: Path, rows: list[dict]) -> None:
     ax.set_xticks(x.tolist(), [r["mode"].removeprefix("drop ") for r in drops], rotation=30, ha="right")
     ax.set_ylabel("test MSE on the other channels")
     ax.legend(fontsize=8)
-    save_figure(fig, path)
+    save_figure(fig, path, device)
 
 
 def score_encoder(cfg: DictConfig, encoder: Encoder, model: str, windows: dict[str, Windows], channels: list[str],
@@ -145,6 +145,6 @@ def run(cfg: DictConfig) -> Path:
                f"table's. Rows: mean over the pretraining seed(s) {scored.seeds} (each with its own random-init twin; "
                f"the same permutation and derangement, seed {cfg.seed}), `<metric>_std` the sample std over seeds."),
     )
-    plot_channels(out.with_suffix(".png"), [r for r in rows if r["model"] == "tsjepa"])
+    plot_channels(out.with_suffix(".png"), [r for r in rows if r["model"] == "tsjepa"], device_description(device))
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
     return out

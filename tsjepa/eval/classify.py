@@ -240,7 +240,7 @@ def labelled_subset(train_idx: np.ndarray, labels: np.ndarray, fraction: float, 
     return np.sort(keep)
 
 
-def plot_folds(path: Path, per_fold: dict[str, list[dict]]) -> None:
+def plot_folds(path: Path, per_fold: dict[str, list[dict]], device: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     names = list(per_fold)
     for ax, metric in zip(axes, ("auroc", "auc_pr"), strict=True):
@@ -250,7 +250,7 @@ def plot_folds(path: Path, per_fold: dict[str, list[dict]]) -> None:
             ax.errorbar(i, np.mean(vals), yerr=np.std(vals), fmt="o", color="C0", capsize=4)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
         ax.set_title(f"{metric.upper()} per fold (every seed's folds; mean ± std)", fontsize=9)
-    save_figure(fig, path)
+    save_figure(fig, path, device)
 
 
 def score_folds(cfg: DictConfig, seed: int, ckpts: dict[int, str], records: RecordSet, summary: np.ndarray,
@@ -358,9 +358,9 @@ def run(cfg: DictConfig) -> Path:
     spread = ("mean and std over folds of AUROC and AUC-PR on each held-out fold" if len(seeds) == 1 else
               f"mean over {len(seeds)} pretraining seeds of each seed's mean over folds, and the sample std over "
               "seeds (each seed with its own heads, labelled subsets and random-init twin)")
+    description = device_description(device)
     out = write_results(
-        cfg.out_dir, "classify", name, rows, seed=scored.label,
-        device=device_description(device), wall_s=time.time() - start,
+        cfg.out_dir, "classify", name, rows, seed=scored.label, device=description, wall_s=time.time() - start,
         extra={"ckpt": str(cfg.ckpt), **scored.record(), "label": card.protocol["label"],
                "folds": {f"{k}@{f:g}": v for (k, f), v in per_fold.items()}, "finetune": logs,
                "fold_seed": cfg.data.fold_seed},
@@ -374,7 +374,7 @@ def run(cfg: DictConfig) -> Path:
                "validation score that never sees the held-out fold). `train_fraction`: the "
                "heads (and baselines) are fit on that stratified share of the training folds' labelled stays."),
     )
-    plot_folds(out.with_suffix(".png"), {k: v for (k, f), v in per_fold.items() if f == fractions[-1]})
+    plot_folds(out.with_suffix(".png"), {k: v for (k, f), v in per_fold.items() if f == fractions[-1]}, description)
     if len(fractions) > 1:
         plot_label_efficiency(
             out.with_name(f"{name}-label-efficiency.png"), rows,
@@ -382,6 +382,6 @@ def run(cfg: DictConfig) -> Path:
              ("summary-stats", "logistic")], "auroc",
             f"test AUROC (mean ± std over {'folds' if len(seeds) == 1 else 'seeds'})",
             "share of labelled training stays the head is fit on",
-            f"{name}: label efficiency ({device_description(device)})")
+            f"{name}: label efficiency", description)
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
     return out

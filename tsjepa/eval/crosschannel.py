@@ -133,7 +133,7 @@ def rank_of(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return (scores >= scores[np.arange(len(truth)), truth][:, None]).sum(1)
 
 
-def plot(path: Path, rows: list[dict]) -> None:
+def plot(path: Path, rows: list[dict], device: str) -> None:
     means = [r for r in rows if r["series"] == "mean"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for ax, (metric, title) in zip(axes, (("hitrate@150", "labelled segments: HitRate@150%"),
@@ -143,7 +143,7 @@ def plot(path: Path, rows: list[dict]) -> None:
         ax.barh([f"{r['model']}/{r['mode']}" for r in picked], [r[metric] for r in picked], color="tab:blue")
         ax.set_title(title, fontsize=9)
         ax.invert_yaxis()
-    save_figure(fig, path)
+    save_figure(fig, path, device)
 
 
 METRICS = ("hitrate@100", "hitrate@150", "ndcg@100", "ndcg@150", "top1", "mrr")
@@ -228,6 +228,6 @@ def run(cfg: DictConfig) -> Path:
                f"train window; `top1` = share ranked first (chance {1 / n_channels:.3f}), `mrr` = mean "
                "reciprocal rank. Baselines per channel: robust z-score, PCA residual, IsolationForest score."),
     )
-    plot(out.with_suffix(".png"), rows)
+    plot(out.with_suffix(".png"), rows, device_description(device))
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
     return out

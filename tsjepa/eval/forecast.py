@@ -91,7 +91,7 @@ def check_span(encoder: Encoder, windows: Windows, ckpt: str) -> None:
 
 
 def plot_forecasts(path: Path, history: torch.Tensor, truth: torch.Tensor, preds: dict[str, torch.Tensor],
-                   channel: str, horizon: int, origins: list[int]) -> None:
+                   channel: str, horizon: int, origins: list[int], device: str) -> None:
     """history ``[K, L]``, truth ``[K, H]``, preds name -> ``[K, H]`` for K example windows."""
     fig, axes = plt.subplots(len(origins), 1, figsize=(10, 2.6 * len(origins)), squeeze=False)
     for ax, k in zip(axes[:, 0], range(len(origins)), strict=True):
@@ -103,7 +103,7 @@ def plot_forecasts(path: Path, history: torch.Tensor, truth: torch.Tensor, preds
         ax.axvline(0, color="0.7", ls="--", lw=0.8)
         ax.set_title(f"{channel}, test window at row {origins[k]}, horizon {horizon}", fontsize=9)
     axes[0, 0].legend(loc="upper left", fontsize=8, ncol=4)
-    save_figure(fig, path)
+    save_figure(fig, path, device)
 
 
 @dataclass
@@ -367,6 +367,7 @@ def run(cfg: DictConfig) -> Path:
         {f"{m} ({mode})": rearrange(p, "(n c) h -> n c h", n=examples["n"])[picks, channel]
          for (m, mode), p in examples["preds"].items()},
         ts.channels[channel], examples["horizon"], [int(data.rows["test"][0] + lookback + i) for i in picks],
+        device_description(device),
     )
     if len(train_fractions(cfg)) > 1:
         plot_label_efficiency(
@@ -374,6 +375,6 @@ def run(cfg: DictConfig) -> Path:
             [("tsjepa", "probe"), ("random-init", "probe"), ("linear", "supervised")], "mse",
             "test MSE, average over horizons (mean ± std over seeds)",
             "share of train windows the head is fit on (the most recent ones)",
-            f"{card.name}: label efficiency ({device_description(device)})")
+            f"{card.name}: label efficiency", device_description(device))
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
     return out

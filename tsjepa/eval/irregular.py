@@ -41,7 +41,7 @@ from tsjepa.results import device_description, save_figure, write_results  # noq
 FILLS = ("ffill", "linear")
 
 
-def plot_degradation(path: Path, rows: list[dict], horizons: list[int]) -> None:
+def plot_degradation(path: Path, rows: list[dict], horizons: list[int], device: str) -> None:
     fig, axes = plt.subplots(1, len(horizons), figsize=(5 * len(horizons), 3.6), squeeze=False)
     for ax, horizon in zip(axes[0], horizons, strict=True):
         mine = [r for r in rows if r["horizon"] == horizon]
@@ -53,7 +53,7 @@ def plot_degradation(path: Path, rows: list[dict], horizons: list[int]) -> None:
         ax.set_title(f"horizon {horizon}", fontsize=9)
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
-    save_figure(fig, path)
+    save_figure(fig, path, device)
 
 
 def score_seed(cfg: DictConfig, ckpt: str, pretrained: Pretrained, data: ForecastData, seed: int, device,
@@ -120,6 +120,6 @@ def run(cfg: DictConfig) -> Path:
                f"the pretraining seed(s) {scored.seeds} (each with its own random-init twin), `<metric>_std` the sample "
                "std over seeds (absent for one seed); baselines from the first seed."),
     )
-    plot_degradation(out.with_suffix(".png"), rows, horizons)
+    plot_degradation(out.with_suffix(".png"), rows, horizons, device_description(device))
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
     return out

@@ -238,7 +238,7 @@ def mean_rows(per_series: list[dict]) -> list[dict]:
     return means
 
 
-def plot_series(path: Path, per_series: list[dict], metric: str) -> None:
+def plot_series(path: Path, per_series: list[dict], metric: str, device: str) -> None:
     names = list(dict.fromkeys(r["series"] for r in per_series))
     models = list(dict.fromkeys(f"{r['model']}/{r['mode']}" for r in per_series))
     fig, ax = plt.subplots(figsize=(max(8, 0.5 * len(names) * len(models) / 3), 4))
@@ -251,7 +251,7 @@ def plot_series(path: Path, per_series: list[dict], metric: str) -> None:
     ax.set_ylabel(metric)
     ax.legend(fontsize=7, ncol=4)
     ax.set_title(f"{metric} per series (no point adjustment)", fontsize=9)
-    save_figure(fig, path)
+    save_figure(fig, path, device)
 
 
 DETECTION_METRICS = ("auc_pr", "auroc", "best_f1", "pa_f1", "vus_pr", "vus_roc", "ucr_hit", "false_alarm@0.01")
@@ -326,6 +326,6 @@ def run(cfg: DictConfig) -> Path:
                "`random-init`: same architecture, random weights. Baselines on the same last patches: robust "
                "z-score, PCA (95% variance) reconstruction error, IsolationForest."),
     )
-    plot_series(out.with_suffix(".png"), [r for r in rows if r["series"] != "mean"], "auc_pr")
+    plot_series(out.with_suffix(".png"), [r for r in rows if r["series"] != "mean"], "auc_pr", device_description(device))
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
     return out
