@@ -130,9 +130,10 @@ def run(cfg: DictConfig) -> Path:
                    [row for model, encoder in encoders.items()
                     for row in score_encoder(cfg, encoder, model, windows, data.series.channels, device)])
     rows = scored.aggregate(keys=("model", "mode"), metrics=("mse", "mae", "max_abs_diff"))
+    description = device_description(device)
     out = write_results(
         cfg.out_dir, "channels", data.card.name, rows, seed=scored.label,
-        device=device_description(device), wall_s=time.time() - start,
+        device=description, wall_s=time.time() - start,
         extra={"ckpt": str(cfg.ckpt), **scored.record(), "lookback": data.lookback},
         notes=(f"One ridge probe per encoder (horizon {cfg.eval.horizon}, fit on train windows with all channels), "
                "applied to test windows encoded under each change; MSE/MAE averaged over the channels scored, "
@@ -145,6 +146,6 @@ def run(cfg: DictConfig) -> Path:
                f"table's. Rows: mean over the pretraining seed(s) {scored.seeds} (each with its own random-init twin; "
                f"the same permutation and derangement, seed {cfg.seed}), `<metric>_std` the sample std over seeds."),
     )
-    plot_channels(out.with_suffix(".png"), [r for r in rows if r["model"] == "tsjepa"], device_description(device))
+    plot_channels(out.with_suffix(".png"), [r for r in rows if r["model"] == "tsjepa"], description)
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
     return out

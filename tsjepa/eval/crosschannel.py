@@ -211,9 +211,10 @@ def run(cfg: DictConfig) -> Path:
                               min_channels=2)
     rows, seeds = scored.rows(METRICS), scored.seeds
     n_channels = len(scored.bench.data.channels)
+    description = device_description(device)
     out = write_results(
         cfg.out_dir, "crosschannel", scored.bench.name, rows, seed=scored.label,
-        device=device_description(device), wall_s=time.time() - start,
+        device=description, wall_s=time.time() - start,
         extra={"ckpt": str(cfg.ckpt), **scored.record(), "chance_top1": 1 / n_channels},
         notes=(f"Encoder rows: mean over the pretraining seed(s) {seeds} (each with its own random-init twin), "
                "`<metric>_std` the sample std over seeds (absent for one seed); baselines from the first seed. "
@@ -228,6 +229,6 @@ def run(cfg: DictConfig) -> Path:
                f"train window; `top1` = share ranked first (chance {1 / n_channels:.3f}), `mrr` = mean "
                "reciprocal rank. Baselines per channel: robust z-score, PCA residual, IsolationForest score."),
     )
-    plot(out.with_suffix(".png"), rows, device_description(device))
+    plot(out.with_suffix(".png"), rows, description)
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
     return out

@@ -333,9 +333,10 @@ def run(cfg: DictConfig) -> Path:
     card, lookback = data.card, data.lookback
     stride = data.strides(examples["horizon"], cfg.eval.max_fit_rows)
     seeds = scored.seeds
+    description = device_description(device)
     out = write_results(
         cfg.out_dir, "forecast", card.name, rows, seed=scored.label,
-        device=device_description(device), wall_s=time.time() - start,
+        device=description, wall_s=time.time() - start,
         extra={"ckpt": str(cfg.ckpt), **scored.record(), "lookback": lookback,
                "probe_layers": list(cfg.eval.probe_layers),
                "fit_stride": {s: stride[s] for s in ("train", "val")},
@@ -367,7 +368,7 @@ def run(cfg: DictConfig) -> Path:
         {f"{m} ({mode})": rearrange(p, "(n c) h -> n c h", n=examples["n"])[picks, channel]
          for (m, mode), p in examples["preds"].items()},
         ts.channels[channel], examples["horizon"], [int(data.rows["test"][0] + lookback + i) for i in picks],
-        device_description(device),
+        description,
     )
     if len(train_fractions(cfg)) > 1:
         plot_label_efficiency(
@@ -375,6 +376,6 @@ def run(cfg: DictConfig) -> Path:
             [("tsjepa", "probe"), ("random-init", "probe"), ("linear", "supervised")], "mse",
             "test MSE, average over horizons (mean ± std over seeds)",
             "share of train windows the head is fit on (the most recent ones)",
-            f"{card.name}: label efficiency", device_description(device))
+            f"{card.name}: label efficiency", description)
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
     return out

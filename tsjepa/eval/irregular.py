@@ -105,9 +105,10 @@ def run(cfg: DictConfig) -> Path:
         scored.add(seed, ckpt, pretrained.step,
                    score_seed(cfg, ckpt, pretrained, data, seed, device, horizons, baselines=i == 0))
     rows = scored.aggregate(keys=("model", "mode", "horizon", "drop"), metrics=("mse", "mae"))
+    description = device_description(device)
     out = write_results(
         cfg.out_dir, "irregular", data.card.name, rows, seed=scored.label,
-        device=device_description(device), wall_s=time.time() - start,
+        device=description, wall_s=time.time() - start,
         extra={"ckpt": str(cfg.ckpt), **scored.record(), "lookback": data.lookback},
         notes=(f"Each channel's lookback observations dropped independently with probability `drop` (seed "
                f"{cfg.seed}, the same for every pretraining seed); targets complete; all test windows; MSE/MAE on "
@@ -120,6 +121,6 @@ def run(cfg: DictConfig) -> Path:
                f"the pretraining seed(s) {scored.seeds} (each with its own random-init twin), `<metric>_std` the sample "
                "std over seeds (absent for one seed); baselines from the first seed."),
     )
-    plot_degradation(out.with_suffix(".png"), rows, horizons, device_description(device))
+    plot_degradation(out.with_suffix(".png"), rows, horizons, description)
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
     return out

@@ -304,9 +304,10 @@ def run(cfg: DictConfig) -> Path:
     rows, bench, seeds = scored.rows(DETECTION_METRICS), scored.bench, scored.seeds
     patch, lookback = bench.patch, bench.lookback
     n_series = len({r["series"] for r in rows}) - 1
+    description = device_description(device)
     out = write_results(
         cfg.out_dir, "rare", bench.name, rows, seed=scored.label,
-        device=device_description(device), wall_s=time.time() - start,
+        device=description, wall_s=time.time() - start,
         extra={"ckpt": str(cfg.ckpt), **scored.record(),
                "skipped_without_anomaly": without_anomaly(bench, cfg.eval.series)},
         notes=(f"Every test row scored (window scores mapped to the rows of each window's last {patch}-row patch; "
@@ -326,6 +327,6 @@ def run(cfg: DictConfig) -> Path:
                "`random-init`: same architecture, random weights. Baselines on the same last patches: robust "
                "z-score, PCA (95% variance) reconstruction error, IsolationForest."),
     )
-    plot_series(out.with_suffix(".png"), [r for r in rows if r["series"] != "mean"], "auc_pr", device_description(device))
+    plot_series(out.with_suffix(".png"), [r for r in rows if r["series"] != "mean"], "auc_pr", description)
     print(f"results: {out} (+ .md, .png), {time.time() - start:.0f} s")
     return out
