@@ -219,3 +219,17 @@ def test_channel_baselines_rank_a_shifted_channel_first():
     assert set(scores) == {"zscore", "pca", "iforest"}
     for name, s in scores.items():
         assert s.shape == (3, 4) and (s.argmax(1) == 2).all(), name
+
+
+def test_a_series_name_the_benchmark_does_not_hold_is_an_error_naming_the_ones_it_holds():
+    from tsjepa.data.anomaly import AnomalySet, LabelledSeries
+    from tsjepa.data.timeseries import TimeSeries
+    from tsjepa.eval.rare import AnomalyBench
+
+    series = [LabelledSeries(name, TimeSeries(np.arange(20.0)[:, None], np.arange(20.0), ["x"]), 10,
+                             np.zeros(10, dtype=int)) for name in ("machine-1-2", "machine-1-3")]
+    bench = AnomalyBench("smd", AnomalySet("smd", series), np.zeros(1, dtype=int), 8, 64, {}, 0)
+    assert [item.name for _, item in bench.selected(["machine-1-3"])] == ["machine-1-3"]
+    assert len(bench.selected(None)) == 2
+    with pytest.raises(ValueError, match=r"\['machine-1-1'\].*machine-1-2, machine-1-3"):
+        bench.selected(["machine-1-1", "machine-1-2"])

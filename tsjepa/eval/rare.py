@@ -189,7 +189,13 @@ class AnomalyBench:
                    pretrained.step)
 
     def selected(self, names: list[str] | None) -> list[tuple[int, LabelledSeries]]:
-        """(position in the benchmark, series) of the series in ``names`` (every series when empty)."""
+        """(position in the benchmark, series) of the series in ``names`` (every series when empty); a name the
+        benchmark does not hold is an error that lists the names it does."""
+        known = [item.name for item in self.data.series]
+        unknown = sorted(set(names or ()) - set(known))
+        if unknown:
+            raise ValueError(f"eval.series names {unknown}, which {self.name} does not hold; its series: "
+                             f"{', '.join(known)}")
         return [(k, item) for k, item in enumerate(self.data.series) if not names or item.name in set(names)]
 
     def setup(self, item: LabelledSeries, max_train: int) -> ScoringSetup:
