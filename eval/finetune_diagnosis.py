@@ -35,13 +35,13 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from tsjepa.device import resolve_device  # noqa: E402
+from tsjepa.device import device_description, resolve_device  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
 from tsjepa.eval import frozen_encoders  # noqa: E402
 from tsjepa.eval.finetune import ForecastModel, fit_once, predict, val_mse  # noqa: E402
 from tsjepa.eval.forecast import HorizonSplits, metrics, seed_data  # noqa: E402
 from tsjepa.heads import fit_probe, smoother_probe  # noqa: E402
-from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
+from tsjepa.results import save_figure, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FROZEN = {"all": (), "head-frozen": ("head",), "head-only": ("encoder",)}

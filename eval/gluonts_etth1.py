@@ -51,9 +51,10 @@ from gluonts.torch import DeepAREstimator, PatchTSTEstimator  # noqa: E402
 from tsjepa.checkpoint import read_config  # noqa: E402
 from tsjepa.data.sources import load_card, load_dataset  # noqa: E402
 from tsjepa.data.windows import fit_scaler  # noqa: E402
+from tsjepa.device import device_description  # noqa: E402
 from tsjepa.eval import SeedRows, checkpoints_by_seed  # noqa: E402
 from tsjepa.integrations.gluonts import TSJEPAEstimator  # noqa: E402
-from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
+from tsjepa.results import save_figure, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HORIZON, CONTEXT, SEASON = 96, 336, 24

@@ -115,7 +115,8 @@ def main() -> None:
     import torch
     from tqdm import tqdm
 
-    from tsjepa.results import device_description, write_results
+    from tsjepa.device import device_description
+    from tsjepa.results import write_results
 
     start = time.time()
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}

@@ -302,3 +302,22 @@ def test_forecast_over_seeds_and_label_fractions(pretrained, tmp_path):
     bad = compose_config("eval", ["eval=forecast", f"ckpt={pretrained}", "eval.seeds=[0,1]"])
     with pytest.raises(ValueError, match="glob"):
         forecast.run(bad)
+
+
+def test_checkpoints_record_the_machine_that_ran_each_stretch_of_steps(tmp_path, monkeypatch):
+    """A seeded run repeats bit for bit only on the same CPU model, instruction set, thread count and torch
+    build, so the checkpoint names the machine of each stretch of steps; a resume elsewhere adds an entry."""
+    from tsjepa.device import device_description
+
+    def run(steps: int) -> dict:
+        ckpt = train_module.train(compose_config("train", [
+            "data=etth1", f"run_dir={tmp_path}", f"train.steps={steps}", "train.batch_size=8", "train.warmup=1",
+            *TINY_MODEL]))
+        return json.loads((ckpt / "config.json").read_text())
+
+    here = device_description(torch.device("cpu"))
+    assert f"{torch.get_num_threads()} threads" in here and torch.__version__ in here
+    assert run(2)["machines"] == [{"from_step": 0, "device": here}]
+    assert run(3)["machines"] == [{"from_step": 0, "device": here}]  # resumed on the same machine
+    monkeypatch.setattr(train_module, "device_description", lambda device: "cpu: another machine")
+    assert run(4)["machines"] == [{"from_step": 0, "device": here}, {"from_step": 3, "device": "cpu: another machine"}]

@@ -1,10 +1,13 @@
-"""Which torch device a run uses."""
+"""Which torch device a run uses, and how results describe it."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+import platform
 import sys
+from pathlib import Path
 
 import torch
 
@@ -22,6 +25,27 @@ def resolve_device(name: str) -> torch.device:
     if str(name).startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {name} asked for, but no CUDA device is available; use cpu or auto")
     return torch.device(name)
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the OS reports it (``/proc/cpuinfo`` on Linux), else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_description(device: torch.device) -> str:
+    """What ran a measurement, as results and figures record it. On the CPU it names what decides the exact
+    floating-point results (and so whether a seeded run repeats bit for bit): the CPU model, the instruction
+    set torch's kernels dispatch to, the threads torch uses, and the torch build."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return (f"cpu: {cpu_model()} ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} threads, torch {torch.__version__}")
 
 
 def peak_memory_gb(device: torch.device) -> float:

@@ -6,7 +6,6 @@ import functools
 import io
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -39,12 +38,6 @@ def git_commit() -> str:
 
 
 git_commit()
-
-
-def device_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
-    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def command_line() -> str:

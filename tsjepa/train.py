@@ -38,7 +38,7 @@ from tsjepa.data.sources import DatasetCard, load_source, split_rows
 from tsjepa.data.timeseries import TimeSeries
 from tsjepa.data.vocab import UNKNOWN, ChannelVocab
 from tsjepa.data.windows import SpanWindows, Windows, fit_scaler, observed_ends
-from tsjepa.device import peak_memory_gb, release_freed_host_memory, resolve_device
+from tsjepa.device import device_description, peak_memory_gb, release_freed_host_memory, resolve_device
 from tsjepa.diagnostics import embedding_report, patch_recoverability, slot_share
 from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig
 from tsjepa.objective import JEPA, ObjectiveConfig
@@ -280,6 +280,12 @@ def train(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None 
         check_resumable(last, {"encoder": jepa.encoder.config.to_dict(), "predictor": jepa.predictor.config.to_dict(),
                                **extra}, cfg.train.steps)
     step = restore(jepa, optimizer, last) if last.exists() else 0
+    # what ran each stretch of steps: a seeded run repeats bit for bit only on the same CPU model, instruction set,
+    # thread count and torch build (or GPU), so the checkpoint says which ran it
+    machines = read_config(last).get("machines", []) if last.exists() else []
+    if not machines or machines[-1]["device"] != device_description(device):
+        machines.append({"from_step": step, "device": device_description(device)})
+    extra["machines"] = machines
     logger = None
     if ddp.main:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -32,13 +32,13 @@ from einops import rearrange  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from tsjepa.data.windows import Windows  # noqa: E402
-from tsjepa.device import resolve_device  # noqa: E402
+from tsjepa.device import device_description, resolve_device  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
 from tsjepa.eval import SeedRows, frozen_encoders  # noqa: E402
 from tsjepa.eval.forecast import check_span, seed_data  # noqa: E402
 from tsjepa.heads import fit_probe, probe_predict  # noqa: E402
 from tsjepa.models import Encoder  # noqa: E402
-from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
+from tsjepa.results import save_figure, write_results  # noqa: E402
 
 
 def derangement(n: int, gen: torch.Generator) -> torch.Tensor:

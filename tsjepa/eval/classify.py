@@ -50,13 +50,12 @@ from torch import Tensor, nn  # noqa: E402
 from tsjepa.checkpoint import Pretrained, checkpoints_by, from_pretrained, read_config  # noqa: E402
 from tsjepa.data.records import ClippedScaler, RecordSet, RecordWindows  # noqa: E402
 from tsjepa.data.sources import load_source  # noqa: E402
-from tsjepa.device import resolve_device  # noqa: E402
+from tsjepa.device import device_description, resolve_device  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
 from tsjepa.eval import SeedRows, frozen_encoders, single_dataset  # noqa: E402
 from tsjepa.eval.finetune import train_with_early_stopping  # noqa: E402
 from tsjepa.models import Encoder, EncoderOutput  # noqa: E402
 from tsjepa.results import (  # noqa: E402
-    device_description,
     plot_label_efficiency,
     save_figure,
     write_results,

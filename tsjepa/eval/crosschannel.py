@@ -39,11 +39,11 @@ from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.ensemble import IsolationForest  # noqa: E402
 
 from tsjepa.data.batch import Batch  # noqa: E402
-from tsjepa.device import resolve_device  # noqa: E402
+from tsjepa.device import device_description, resolve_device  # noqa: E402
 from tsjepa.eval.detection import localisation_metrics  # noqa: E402
 from tsjepa.eval.latent_scores import LatentScores, Whitener, latent_scores, standardised  # noqa: E402
 from tsjepa.eval.rare import AnomalyBench, AnomalySeedRows, ScoringSetup  # noqa: E402
-from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
+from tsjepa.results import save_figure, write_results  # noqa: E402
 
 
 class ChannelBaselines:

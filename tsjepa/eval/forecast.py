@@ -35,7 +35,7 @@ from tsjepa.checkpoint import Pretrained, from_pretrained  # noqa: E402
 from tsjepa.data.sources import DatasetCard, load_source, split_rows  # noqa: E402
 from tsjepa.data.timeseries import TimeSeries  # noqa: E402
 from tsjepa.data.windows import Windows, count_windows, fit_scaler  # noqa: E402
-from tsjepa.device import resolve_device  # noqa: E402
+from tsjepa.device import device_description, resolve_device  # noqa: E402
 from tsjepa.diagnostics import embedding_report, recoverability, slot_share  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
 from tsjepa.eval import SeedRows, frozen_encoders, seed_checkpoints, single_dataset  # noqa: E402
@@ -52,7 +52,6 @@ from tsjepa.heads import (  # noqa: E402
 )
 from tsjepa.models import Encoder, EncoderOutput  # noqa: E402
 from tsjepa.results import (  # noqa: E402
-    device_description,
     plot_label_efficiency,
     save_figure,
     write_results,

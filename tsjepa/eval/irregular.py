@@ -30,13 +30,13 @@ from omegaconf import DictConfig  # noqa: E402
 
 from tsjepa.checkpoint import Pretrained  # noqa: E402
 from tsjepa.data.windows import drop_observations  # noqa: E402
-from tsjepa.device import resolve_device  # noqa: E402
+from tsjepa.device import device_description, resolve_device  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
 from tsjepa.eval import SeedRows, frozen_encoders  # noqa: E402
 from tsjepa.eval.baselines import fill_gaps  # noqa: E402
 from tsjepa.eval.forecast import ForecastData, check_span, metrics, seed_data  # noqa: E402
 from tsjepa.heads import fit_head, fit_probe, probe_predict  # noqa: E402
-from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
+from tsjepa.results import save_figure, write_results  # noqa: E402
 
 FILLS = ("ffill", "linear")
 

@@ -50,13 +50,13 @@ from tsjepa.checkpoint import from_pretrained  # noqa: E402
 from tsjepa.data.anomaly import AnomalySet, LabelledSeries  # noqa: E402
 from tsjepa.data.sources import load_source  # noqa: E402
 from tsjepa.data.windows import Windows, fit_scaler  # noqa: E402
-from tsjepa.device import resolve_device  # noqa: E402
+from tsjepa.device import device_description, resolve_device  # noqa: E402
 from tsjepa.eval import SeedRows, frozen_encoders, seed_checkpoints, single_dataset  # noqa: E402
 from tsjepa.eval.detection import detection_metrics, ucr_hit  # noqa: E402
 from tsjepa.eval.latent_scores import Whitener, latent_scores, standardised  # noqa: E402
 from tsjepa.eval.vus import sliding_window  # noqa: E402
 from tsjepa.models import Encoder, Predictor  # noqa: E402
-from tsjepa.results import device_description, save_figure, write_results  # noqa: E402
+from tsjepa.results import save_figure, write_results  # noqa: E402
 
 HELD_OUT = 0.2  # share of normal train windows kept out of every fit, for calibration
 
