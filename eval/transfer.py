@@ -218,18 +218,24 @@ def scaling(targets: list[str], out_dir: str) -> Path:
             rows.append({"model": "tsjepa", "mode": "probe", "horizon": "avg", "dataset": target, "steps": step,
                          "corpus_share": 1.0, "val_mse": avg["val_mse"], "mse": avg["mse"], "mae": avg["mae"],
                          "n_seeds": 1, "n_windows": avg["n_windows"]})
-        twin = json.loads(result(target, "corpus-s0").read_text()) if result(target, "corpus-s0").exists() else None
-        for r in (twin or {}).get("rows", []):
-            if r["model"] in ("random-init", "linear") and r["horizon"] == "avg" and r["train_fraction"] == 1.0:
-                rows.append({"model": r["model"], "mode": r["mode"], "horizon": "avg", "dataset": target,
-                             "steps": 0, "corpus_share": 0.0, "val_mse": r["val_mse"], "mse": r["mse"],
-                             "mae": r["mae"], "n_seeds": 1, "n_windows": r["n_windows"]})
+        rows += references(target, out_dir)
     out = write_results(out_dir, "transfer", "scaling", rows, seed=0, device=device, wall_s=wall,
                         notes=("Snapshots of one corpus run (`train.keep_every`, one cosine schedule over all "
-                               "steps), each probed at full labels; `random-init` and `linear` for reference."))
+                               "steps), each probed at full labels; for reference, `random-init` (mean and std "
+                               "over the draws of `transfer/<target>.json`, the same windows) and `linear`."))
     plot_curve(rows, targets, "steps", "corpus pretraining steps",
                "Transfer vs corpus pretraining steps (single seed)", out.with_suffix(".png"), device)
     return out
+
+
+def references(target: str, out_dir: str) -> list[dict]:
+    """The full-label avg rows of random-init (mean and std over its draws) and the raw-window ridge from
+    ``target``'s committed table, as reference rows of a curve (``steps`` and ``corpus_share`` 0)."""
+    table = json.loads((Path(out_dir) / "transfer" / f"{target}.json").read_text())
+    return [{"model": r["model"], "mode": r["mode"], "horizon": "avg", "dataset": target, "steps": 0,
+             "corpus_share": 0.0, **{k: r.get(k) for k in ("val_mse", "mse", "mae", "mse_std", "n_seeds", "n_windows")}}
+            for r in table["rows"] if r["model"] in ("random-init", "linear") and r["horizon"] == "avg"
+            and r["train_fraction"] == 1.0]
 
 
 def corpus_encoder(seed: int) -> Path:
@@ -319,8 +325,11 @@ def plot_curve(rows: list[dict], targets: list[str], x: str, xlabel: str, title:
         ax.plot([r[x] for r in mine], [r["mse"] for r in mine], marker="o", label="tsjepa (corpus)")
         for r in rows:
             if r["dataset"] == target and r["model"] in ("random-init", "linear"):
+                std = r.get("mse_std") or 0.0
                 ax.axhline(r["mse"], ls="--" if r["model"] == "random-init" else ":", color="black", lw=1,
-                           label=f"{r['model']} {r['mse']:.3f}")
+                           label=f"{r['model']} {r['mse']:.3f}" + (f" ± {std:.3f}" if std else ""))
+                if std:
+                    ax.axhspan(r["mse"] - std, r["mse"] + std, color="black", alpha=0.08)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test MSE, avg over horizons")
         ax.set_title(target, fontsize=10)

@@ -2,6 +2,7 @@
 evaluations that disagree outside the twin are refused."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -68,3 +69,12 @@ def test_seed_rows_refuse_a_shipped_encoder_that_no_longer_reproduces_its_table(
     probe = {"model": "tsjepa", "mode": "probe", "horizon": "avg", "train_fraction": 1.0, "mae": 0.5, "val_mse": 0.6}
     with pytest.raises(ValueError, match="no longer reproduces"):
         transfer.seed_rows("etth1", {0: [{**probe, "mse": 0.40}], 1: [{**probe, "mse": 0.44}]}, table(0.41))
+
+
+def test_curve_references_are_the_tables_twin_mean_and_linear_at_full_labels(tmp_path):
+    (tmp_path / "transfer").mkdir()
+    (tmp_path / "transfer" / "etth1.json").write_text(json.dumps(table(0.40)))
+    rows = transfer.references("etth1", str(tmp_path))
+    assert {r["model"]: (r["mse"], r["mse_std"], r["n_seeds"]) for r in rows} == {
+        "random-init": (0.41, 0.01, 3), "linear": (0.45, None, None)}
+    assert all(r["steps"] == 0 and r["corpus_share"] == 0.0 and r["dataset"] == "etth1" for r in rows)
