@@ -233,7 +233,7 @@ def references(target: str, out_dir: str) -> list[dict]:
     ``target``'s committed table, as reference rows of a curve (``steps`` and ``corpus_share`` 0)."""
     table = json.loads((Path(out_dir) / "transfer" / f"{target}.json").read_text())
     return [{"model": r["model"], "mode": r["mode"], "horizon": "avg", "dataset": target, "steps": 0,
-             "corpus_share": 0.0, **{k: r.get(k) for k in ("val_mse", "mse", "mae", "mse_std", "n_seeds", "n_windows")}}
+             "corpus_share": 0.0, **{k: r[k] for k in ("val_mse", "mse", "mae", "mse_std", "n_seeds", "n_windows") if k in r}}
             for r in table["rows"] if r["model"] in ("random-init", "linear") and r["horizon"] == "avg"
             and r["train_fraction"] == 1.0]
 
