@@ -282,9 +282,10 @@ def train(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None 
     step = restore(jepa, optimizer, last) if last.exists() else 0
     # what ran each stretch of steps: a seeded run repeats bit for bit only on the same CPU model, instruction set,
     # thread count and torch build (or GPU), so the checkpoint says which ran it
+    here = device_description(device)
     machines = read_config(last).get("machines", []) if last.exists() else []
-    if not machines or machines[-1]["device"] != device_description(device):
-        machines.append({"from_step": step, "device": device_description(device)})
+    if not machines or machines[-1]["device"] != here:
+        machines.append({"from_step": step, "device": here})
     extra["machines"] = machines
     logger = None
     if ddp.main:
