@@ -9,9 +9,12 @@ windows) scores:
   ``data=corpus``, none of the targets in it); the target's channels get its shared ``<unknown>`` identity;
 - ``tsjepa`` / ``<target>``: the same recipe (proj-axes objective) pretrained on the target's own train split
   (300 steps, the base schedule), into ``runs/transfer/<target>/own-s0``;
-- ``random-init``: the corpus architecture with random weights, drawn with seeds ``TWIN_SEEDS`` (one corpus
-  evaluation per draw, ``seed=k``; mean and std over the draws), and the raw baselines (linear, dlinear,
-  seasonal-naive), from the corpus checkpoint's evaluation.
+- ``random-init``: the corpus architecture with random weights, drawn with seeds ``TWIN_SEEDS`` (one
+  evaluation per draw, ``seed=k eval.random_baseline=true``, into ``eval-corpus-s<k>``; mean and std over the
+  draws), and the raw baselines (linear, dlinear, seasonal-naive), from the shipped encoder's evaluation
+  (``eval-shipped``). A draw depends only on the architecture, so it is kept while the architecture it scored
+  (``scored_architecture``) is the shipped one's, also when the shipped weights change; its baselines must equal
+  the shipped evaluation's (same windows, same heads).
 
 Stages: ``own`` pretrains the same-dataset encoders, ``score`` runs the evaluations (resumable: a result newer
 than its checkpoint is kept), ``collect`` writes ``eval/results/transfer/<target>.{json,md,png}``; ``steps``
@@ -102,35 +105,68 @@ def fresh(result: Path, ckpt: Path) -> bool:
     return result.exists() and result.stat().st_mtime > (ckpt / "config.json").stat().st_mtime
 
 
+def twin_draws() -> dict[str, int]:
+    """Name -> seed of each random-init draw's evaluation."""
+    return {f"corpus-s{k}": k for k in TWIN_SEEDS}
+
+
 def evaluations(target: str) -> dict[str, tuple[Path, str, int]]:
     """Name -> (checkpoint, random baseline on, seed) of each evaluation of ``target``'s table: the shipped
-    encoder once per twin draw (``corpus-s<k>``), the own-dataset encoder once."""
+    encoder (``shipped``), one per twin draw (`twin_draws`) and the own-dataset encoder (``own``)."""
     shipped = resolve_checkpoint(CORPUS)
-    return {**{f"corpus-s{k}": (shipped, "true", k) for k in TWIN_SEEDS},
+    return {"shipped": (shipped, "false", 0), **{w: (shipped, "true", k) for w, k in twin_draws().items()},
             "own": (own_run(target) / "checkpoints" / "last", "false", 0)}
+
+
+def current(target: str, which: str, ckpt: Path) -> bool:
+    """Whether evaluation ``which`` of ``target`` holds what the table needs: a twin draw, one that scored the
+    shipped architecture; any other, one newer than its checkpoint."""
+    path = result(target, which)
+    if which not in twin_draws():
+        return fresh(path, ckpt)
+    return path.exists() and scored_architecture(json.loads(path.read_text())) == read_config(ckpt)["encoder"]
+
+
+def scored_architecture(record: dict) -> dict | None:
+    """The encoder architecture a forecast evaluation ``record`` scored (its random-init twin's): recorded in
+    the result (``encoder``); for an evaluation from before results recorded it, the shipped file's config at
+    the clean commit that ran it, when it scored the shipped file; otherwise unknown (None)."""
+    if "encoder" in record:
+        return record["encoder"]
+    shipped = resolve_checkpoint(CORPUS)
+    if (Path(record["ckpt"]).resolve() != shipped.resolve() or not shipped.resolve().is_relative_to(ROOT)
+            or record["commit"].endswith("-dirty")):
+        return None
+    config = subprocess.run(["git", "show", f"{record['commit']}:{(shipped / 'config.json').relative_to(ROOT)}"],
+                            cwd=ROOT, capture_output=True, text=True)
+    return json.loads(config.stdout)["encoder"] if config.returncode == 0 else None
 
 
 def score(target: str) -> None:
     for which, (ckpt, twin, seed) in evaluations(target).items():
         path = result(target, which)
-        if fresh(path, ckpt):
+        if current(target, which, ckpt):
             continue
         run([sys.executable, "-m", "tsjepa.eval", "forecast", f"data={target}", f"ckpt={ckpt}", f"seed={seed}",
              f"eval.train_fractions={FRACTIONS}", f"eval.random_baseline={twin}", f"out_dir={path.parents[1]}"])
 
 
-def twin_rows(records: dict[str, dict]) -> list[dict]:
-    """Random-init rows averaged over the twin draws of the corpus evaluations ``records`` (mean, ``mse_std``,
-    ``mae_std``, ``val_mse_std``, ``n_seeds``). Their other rows must agree: the encoder and baselines are
-    deterministic, so a difference means the evaluations did not score the same thing."""
-    first = next(iter(records.values()))
-    fixed = mse_by_row(r for r in first["rows"] if r["model"] != "random-init")
-    for name, record in records.items():
-        mine = mse_by_row(r for r in record["rows"] if r["model"] != "random-init")
+def twin_rows(shipped: dict, draws: dict[str, dict]) -> list[dict]:
+    """Random-init rows averaged over the twin draws' evaluations ``draws`` (mean, ``mse_std``, ``mae_std``,
+    ``val_mse_std``, ``n_seeds``). Each draw's baseline rows must equal those of the shipped encoder's
+    evaluation ``shipped``: the baselines are deterministic, so a difference means different windows or heads."""
+    fixed = mse_by_row(baselines(shipped["rows"]))
+    for name, record in draws.items():
+        mine = mse_by_row(baselines(record["rows"]))
         if mine.keys() != fixed.keys() or any(abs(mine[k] - v) > 1e-6 for k, v in fixed.items()):
-            raise ValueError(f"evaluation {name} differs from the first outside its random-init rows; re-score it")
+            raise ValueError(f"evaluation {name} differs from the shipped encoder's in its baselines; re-score it")
     return aggregate_seeds({record["seed"]: [r for r in record["rows"] if r["model"] == "random-init"]
-                            for record in records.values()}, ROW_KEYS, ("mse", "mae", "val_mse"))
+                            for record in draws.values()}, ROW_KEYS, ("mse", "mae", "val_mse"))
+
+
+def baselines(rows: Iterable[dict]) -> list[dict]:
+    """The raw baselines' rows among a forecast evaluation's ``rows`` (neither encoder's)."""
+    return [r for r in rows if r["model"] not in ("tsjepa", "random-init")]
 
 
 def mse_by_row(rows: Iterable[dict]) -> dict[tuple, float]:
@@ -144,19 +180,22 @@ def collect(target: str, out_dir: str) -> Path | None:
     names = evaluations(target)
     if not all(result(target, w).exists() for w in names):
         return None
+    stale = [w for w, (ckpt, _, _) in names.items() if not current(target, w, ckpt)]
+    if stale:
+        raise ValueError(f"{target}: evaluations {stale} did not score the current checkpoints; re-score them "
+                         f"(python eval/transfer.py score --targets {target})")
     records = {w: json.loads(result(target, w).read_text()) for w in names}
-    corpus = {w: r for w, r in records.items() if w != "own"}
-    twins = twin_rows(corpus)
+    twins = twin_rows(records["shipped"], {w: records[w] for w in twin_draws()})
     rows = []
-    for which, record in (("corpus", records["corpus-s0"]), ("own", records["own"])):
+    for which, record in (("shipped", records["shipped"]), ("own", records["own"])):
         for r in record["rows"]:
             if r["model"] == "random-init" or (which == "own" and r["model"] != "tsjepa"):
-                continue  # the twin is averaged over draws; baselines come from the corpus evaluation
-            pretraining = {"tsjepa": CORPUS if which == "corpus" else f"{target} (own)"}.get(r["model"], "-")
+                continue  # the twin is averaged over draws; baselines come from the shipped encoder's evaluation
+            pretraining = {"tsjepa": CORPUS if which == "shipped" else f"{target} (own)"}.get(r["model"], "-")
             rows.append({"model": r["model"], "pretraining": pretraining, **{k: v for k, v in r.items() if k != "model"}})
     rows += [{"model": r["model"], "pretraining": "-", **{k: v for k, v in r.items() if k != "model"}} for r in twins]
     rows.sort(key=lambda r: (r["train_fraction"], str(r["horizon"]) != "avg", str(r["horizon"])))
-    device = records["corpus-s0"]["device"]
+    device = records["shipped"]["device"]
     out = write_results(
         out_dir, "transfer", target, rows, seed=0, device=device,
         wall_s=sum(r["wall_s"] for r in records.values()),
@@ -260,7 +299,7 @@ def seeds(targets: list[str], out_dir: str) -> Path:
         per_seed = {}
         for k in CORPUS_SEEDS:
             ckpt = corpus_encoder(k)
-            path = result(target, "corpus-s0")
+            path = result(target, "shipped")
             if k > 0 or not fresh(path, ckpt):
                 path = result(target, f"corpus-seed{k}")
             if not fresh(path, ckpt):

@@ -11,7 +11,7 @@ from conftest import TINY_MODEL, compose_config, seed_copies, train_config
 from safetensors.torch import load_file
 
 import tsjepa.train as train_module
-from tsjepa.checkpoint import CheckpointError, from_pretrained
+from tsjepa.checkpoint import CheckpointError, from_pretrained, read_config
 from tsjepa.data.sources import load_dataset
 from tsjepa.data.windows import Windows
 from tsjepa.encoding import encode_windows
@@ -62,6 +62,7 @@ def test_frozen_encoder_forecast_eval(pretrained, tmp_path):
     assert record["finetune"] == {}
     assert record["task"] == "forecast" and record["dataset"] == "etth1"
     assert set(record) >= {"command", "commit", "seed", "device", "wall_s", "rows"}
+    assert record["encoder"] == read_config(pretrained)["encoder"]  # the architecture its random-init twin drew
     rows = {(r["model"], r["horizon"]): r for r in record["rows"]}
     models = ("linear", "dlinear", "seasonal-naive", "tsjepa", "random-init")
     assert set(rows) == {(m, h) for m in models for h in (96, "avg")}

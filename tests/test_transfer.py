@@ -1,8 +1,10 @@
-"""The transfer tables' bookkeeping (eval/transfer.py): the random-init twin is averaged over its draws, and
-evaluations that disagree outside the twin are refused."""
+"""The transfer tables' bookkeeping (eval/transfer.py): the random-init twin is averaged over its draws, a draw
+counts while it scored the shipped architecture, and draws whose baselines disagree with the shipped encoder's
+evaluation are refused."""
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,7 +27,7 @@ def record(seed: int, twin_mse: float, encoder_mse: float = 0.4) -> dict:
 
 
 def test_twin_rows_average_the_draws_with_their_std():
-    rows = transfer.twin_rows({f"corpus-s{k}": record(k, mse) for k, mse in enumerate((0.40, 0.44, 0.48))})
+    rows = transfer.twin_rows(record(0, 0.0), {f"corpus-s{k}": record(k, mse) for k, mse in enumerate((0.40, 0.44, 0.48))})
     assert len(rows) == 1
     (row,) = rows
     assert row["model"] == "random-init" and row["n_seeds"] == 3
@@ -35,9 +37,39 @@ def test_twin_rows_average_the_draws_with_their_std():
     assert "mae_std" in row and row["mae_std"] == pytest.approx(0.0)
 
 
-def test_twin_rows_refuse_evaluations_that_scored_different_encoders():
+def test_twin_draws_of_an_earlier_shipped_file_count_while_their_baselines_agree():
+    """A draw depends on the architecture only: its encoder rows may come from other weights."""
+    rows = transfer.twin_rows(record(0, 0.0, encoder_mse=0.38), {"corpus-s0": record(0, 0.40, encoder_mse=0.41)})
+    assert rows[0]["mse"] == pytest.approx(0.40)
+
+
+def test_twin_rows_refuse_draws_whose_baselines_differ_from_the_shipped_evaluation():
+    other_windows = record(1, 0.44)
+    other_windows["rows"][0]["mse"] = 0.46
     with pytest.raises(ValueError, match="corpus-s1 differs"):
-        transfer.twin_rows({"corpus-s0": record(0, 0.40), "corpus-s1": record(1, 0.44, encoder_mse=0.41)})
+        transfer.twin_rows(record(0, 0.0), {"corpus-s0": record(0, 0.40), "corpus-s1": other_windows})
+
+
+def test_a_twin_draw_is_current_only_when_it_scored_the_shipped_architecture(tmp_path, monkeypatch):
+    monkeypatch.setattr(transfer, "RUNS", tmp_path)
+    shipped = transfer.resolve_checkpoint(transfer.CORPUS)
+    architecture = transfer.read_config(shipped)["encoder"]
+    path = transfer.result("etth1", "corpus-s1")
+    assert not transfer.current("etth1", "corpus-s1", shipped)  # missing
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({**record(1, 0.44), "ckpt": str(shipped), "encoder": architecture}))
+    assert transfer.current("etth1", "corpus-s1", shipped)
+    path.write_text(json.dumps({**record(1, 0.44), "ckpt": str(shipped), "encoder": {**architecture, "depth": 6}}))
+    assert not transfer.current("etth1", "corpus-s1", shipped)
+    path.write_text(json.dumps({**record(1, 0.44), "ckpt": str(tmp_path), "commit": "abc"}))  # not recorded
+    assert not transfer.current("etth1", "corpus-s1", shipped)
+    # scored before results recorded the architecture: the shipped file's config at the commit that ran it
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    path.write_text(json.dumps({**record(1, 0.44), "ckpt": str(shipped), "commit": head}))
+    assert transfer.current("etth1", "corpus-s1", shipped)
+    path.write_text(json.dumps({**record(1, 0.44), "ckpt": str(shipped), "commit": head + "-dirty"}))
+    assert not transfer.current("etth1", "corpus-s1", shipped)
 
 
 def table(corpus_mse: float) -> dict:

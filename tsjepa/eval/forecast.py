@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import matplotlib
@@ -321,10 +321,11 @@ def run(cfg: DictConfig) -> Path:
     check_eval_config(cfg)
     train_fractions(cfg)
     device = resolve_device(cfg.device)
-    scored, scores = SeedRows(), {}
+    scored, scores, architectures = SeedRows(), {}, {}
     for i, (seed, ckpt, pretrained, data) in enumerate(seed_data(cfg, "forecast", device)):
         scores[seed] = score_seed(cfg, ckpt, pretrained, data, seed, device, baselines=i == 0)
         scored.add(seed, ckpt, pretrained.step, scores[seed].rows)
+        architectures[str(seed)] = asdict(pretrained.encoder.config)  # also what its random-init twin draws
     first = scores[scored.seeds[0]]
     rows = scored.aggregate(keys=("model", "mode", "horizon", "train_fraction"), metrics=("mse", "mae", "val_mse"))
     examples = first.examples
@@ -333,10 +334,15 @@ def run(cfg: DictConfig) -> Path:
     stride = data.strides(examples["horizon"], cfg.eval.max_fit_rows)
     seeds = scored.seeds
     description = device_description(device)
+    # the scored encoders' architecture (what their random-init twins draw): one, or by seed where they differ
+    first_architecture = architectures[str(seeds[0])]
+    architecture = (first_architecture if all(a == first_architecture for a in architectures.values())
+                    else architectures)
     out = write_results(
         cfg.out_dir, "forecast", card.name, rows, seed=scored.label,
         device=description, wall_s=time.time() - start,
-        extra={"ckpt": str(cfg.ckpt), **scored.record(), "lookback": lookback,
+        extra={"ckpt": str(cfg.ckpt), **scored.record(), "encoder": architecture,
+               "lookback": lookback,
                "probe_layers": list(cfg.eval.probe_layers),
                "fit_stride": {s: stride[s] for s in ("train", "val")},
                # one seed: as before; several: keyed by seed
