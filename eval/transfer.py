@@ -204,7 +204,9 @@ def collect(target: str, out_dir: str) -> Path | None:
         notes=(f"`tsjepa` / `{CORPUS}`: the shipped corpus encoder (never saw {target}; its channels take the "
                "shared `<unknown>` identity). `tsjepa` / `(own)`: the same objective pretrained on the target's "
                "train split (300 steps). `random-init`: the corpus architecture with random weights, mean and std "
-               f"over {len(TWIN_SEEDS)} draws (seeds {', '.join(map(str, TWIN_SEEDS))}; `n_seeds`). Frozen "
+               f"over {len(TWIN_SEEDS)} draws (seeds {', '.join(map(str, TWIN_SEEDS))}; `n_seeds`), each from its "
+               "own evaluation (`evaluations` in the JSON; a draw depends only on the architecture, so it may come "
+               "from an evaluation of an earlier shipped file of the same architecture, with the same baselines). Frozen "
                "encoder + ridge probe per horizon (penalty chosen on val), all val and test windows; "
                "`train_fraction`: heads and baselines fit on the most recent share of the train windows. "
                "Single pretraining seed (0) for both tsjepa encoders."))
