@@ -250,7 +250,7 @@ def scaling(targets: list[str], out_dir: str) -> Path:
     for target in targets:
         for step, ckpt in snapshots().items():
             path = RUNS / target / f"eval-step-{step}" / "forecast" / f"{target}.json"
-            if not path.exists():
+            if not fresh(path, ckpt):
                 run([sys.executable, "-m", "tsjepa.eval", "forecast", f"data={target}", f"ckpt={ckpt}",
                      "eval.random_baseline=false", f"out_dir={path.parents[1]}"])
             record = json.loads(path.read_text())
