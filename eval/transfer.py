@@ -17,7 +17,8 @@ windows) scores:
   the shipped evaluation's (same windows, same heads).
 
 Stages: ``own`` pretrains the same-dataset encoders, ``score`` runs the evaluations (resumable: a result newer
-than its checkpoint is kept), ``collect`` writes ``eval/results/transfer/<target>.{json,md,png}``; ``steps``
+than its checkpoint is kept; a twin draw, while it scored the shipped architecture), ``collect`` writes
+``eval/results/transfer/<target>.{json,md,png}``; ``steps``
 scores the corpus run's step snapshots on ``--targets`` at full labels and writes
 ``eval/results/transfer/scaling.{json,md,png}``; ``share`` pretrains the corpus recipe on every 4th corpus file
 (8 of 29, same steps and seed) and writes ``eval/results/transfer/share.{json,md,png}``: that encoder against the
