@@ -3,6 +3,7 @@ import torch
 from conftest import random_batch
 from einops import rearrange
 
+from tsjepa.eval.latent_scores import patch_errors
 from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig
 from tsjepa.models.tokenizer import PatchTokenizer
 
@@ -106,3 +107,23 @@ def test_probe_layers_concatenate_intermediate_outputs(encoder):
     for bad in ((), (5,), (-6,)):
         with pytest.raises(ValueError, match="layers"):
             encoder(batch, layers=bad)
+
+
+def test_cropped_encoder_keeps_every_observed_patch_of_short_windows(encoder):
+    batch = random_batch(t=24, span=24.0)  # 3 of the 8 patches observed
+    batch.observed[0, 1, :9] = False  # a partly observed channel, and an unobserved patch inside the span
+    torch.manual_seed(1)
+    predictor = Predictor(PredictorConfig(d_model=16, depth=1, heads=2), 32, 16).eval()
+    state = torch.random.get_rng_state()
+    cropped = encoder.cropped(24.0)
+    assert torch.equal(torch.random.get_rng_state(), state)  # draws nothing from the global generator
+    full, short = encoder(batch), cropped(batch)
+    assert short.embeddings.shape == (2, 3, 3, 32) and not full.patch_observed[..., :5].any()
+    seen = short.patch_observed
+    torch.testing.assert_close(short.embeddings[seen], full.embeddings[..., 5:, :][seen], atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        errors = [patch_errors(enc, predictor, batch)[0] for enc in (encoder, cropped)]
+    torch.testing.assert_close(errors[1], errors[0], atol=1e-5, rtol=1e-5, equal_nan=True)
+    for span in (20.0, 0.0, 72.0):
+        with pytest.raises(ValueError, match="whole number of patches"):
+            encoder.cropped(span)

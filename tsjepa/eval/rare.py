@@ -142,8 +142,8 @@ def encoder_scores(encoder: Encoder, predictor: Predictor, setup: ScoringSetup, 
 
 def scoring_lookback(encoder: Encoder, cfg: DictConfig, ckpt: str) -> int:
     """Rows per scoring window: ``data.lookback``, a whole number of the encoder's patches and at most its span.
-    A window shorter than the span is read with its earlier patches unobserved (e.g. 64-row windows under
-    the 336-unit corpus encoder, so series with few train rows can still be scored)."""
+    A window shorter than the span is read by the encoder cropped to it (`Encoder.cropped`: e.g. 64-row windows
+    under the 336-unit corpus encoder, so series with few train rows can still be scored)."""
     span, patch = encoder.config.span, encoder.config.patch_duration
     lookback = int(cfg.data.lookback)
     if lookback > span + 1e-6 or lookback % patch:
@@ -179,13 +179,15 @@ class AnomalyBench:
         if pretrained.predictor is None:
             raise ValueError(f"{ckpt} holds no predictor; latent prediction scores need a full JEPA checkpoint")
         encoder = pretrained.encoder
-        # each twin encoder gets a random predictor too, drawn right after it
-        models = {model: (enc, pretrained.predictor if model == "tsjepa" else
+        lookback = scoring_lookback(encoder, cfg, ckpt)
+        # each twin encoder gets a random predictor too, drawn right after it; the encoders read only the
+        # windows' own span (the same embeddings of every observed patch, without the empty patches before it)
+        models = {model: (enc.cropped(lookback), pretrained.predictor if model == "tsjepa" else
                           Predictor(pretrained.predictor.config, encoder.config.d_model,
                                     encoder.config.channel_capacity).to(device))
                   for model, enc in frozen_encoders(pretrained, seed, cfg.eval.random_baseline, device).items()}
         return cls(name, data, pretrained.vocab.ids(card.channel_keys(data.channels)),
-                   int(round(encoder.config.patch_duration)), scoring_lookback(encoder, cfg, ckpt), models,
+                   int(round(encoder.config.patch_duration)), lookback, models,
                    pretrained.step)
 
     def selected(self, names: list[str] | None) -> list[tuple[int, LabelledSeries]]:

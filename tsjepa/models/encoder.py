@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -85,6 +85,22 @@ class Encoder(nn.Module):
     def num_layers(self) -> int:
         """Outputs `forward` can read with ``layers``: 0 the input tokens, k after block k, the last normed."""
         return len(self.blocks) + 1
+
+    def cropped(self, span: float) -> Encoder:
+        """A copy of this encoder whose grid covers only the last ``span`` time units of its window (a whole number
+        of patches, at most its span). On windows observed only there (``Batch.validate(span)``) it gives every
+        observed patch the embedding this encoder gives it, since the earlier patches are unobserved and never
+        attended to, at the cost of the patches it keeps (e.g. 4 of the corpus encoder's 21 on 64-row windows).
+        The unobserved patches it keeps, never attended to either, may differ. Draws nothing from torch's global
+        generator."""
+        patches = span / self.config.patch_duration
+        if not 0 < span <= self.config.span + 1e-6 or abs(patches - round(patches)) > 1e-6:
+            raise ValueError(f"cropped span must be a whole number of patches of {self.config.patch_duration:g} "
+                             f"up to the encoder's span {self.config.span:g}, got {span:g}")
+        with torch.random.fork_rng(devices=[]):  # its initial draws are overwritten: leave the global generator be
+            view = Encoder(replace(self.config, span=float(span)))
+        view.load_state_dict(self.state_dict())
+        return view.to(self.norm.weight.device).train(self.training)
 
     def forward(self, batch: Batch, context: Tensor | None = None, layers: tuple[int, ...] | None = None
                 ) -> EncoderOutput:
