@@ -125,5 +125,5 @@ def test_cropped_encoder_keeps_every_observed_patch_of_short_windows(encoder):
         errors = [patch_errors(enc, predictor, batch)[0] for enc in (encoder, cropped)]
     torch.testing.assert_close(errors[1], errors[0], atol=1e-5, rtol=1e-5, equal_nan=True)
     for span in (20.0, 0.0, 72.0):
-        with pytest.raises(ValueError, match="whole number of patches"):
+        with pytest.raises(ValueError, match="do not fit this encoder"):
             encoder.cropped(span)

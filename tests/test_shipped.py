@@ -3,6 +3,7 @@
 import re
 
 import numpy as np
+import pytest
 import torch
 import xarray as xr
 from conftest import compose_config
@@ -53,3 +54,18 @@ def test_shipped_encoder_reads_unseen_data():
     values = torch.as_tensor(emb["embedding"].values)
     assert values.shape[1:] == (2, 21, 128) and torch.isfinite(values).all()
     assert not torch.allclose(values[:, 0], values[:, 1])  # told apart by their values
+
+
+def test_harness_encoders_crop_to_shorter_windows():
+    from tsjepa.eval import frozen_encoders
+
+    model = tsjepa.from_pretrained(NAME)
+    full = frozen_encoders(model, 3, True, "cpu")
+    short = frozen_encoders(model, 3, True, "cpu", span=48.0)  # a 48-hour PhysioNet stay: 3 of its 21 patches
+    assert {name: e.num_patches for name, e in full.items()} == {"tsjepa": 21, "random-init": 21}
+    assert {name: e.num_patches for name, e in short.items()} == {"tsjepa": 3, "random-init": 3}
+    for name, encoder in full.items():  # the same weights, twin included: cropping draws nothing
+        cropped = short[name].state_dict()
+        assert all(torch.equal(value, cropped[key]) for key, value in encoder.state_dict().items())
+    with pytest.raises(ValueError, match="40 time units do not fit"):
+        frozen_encoders(model, 3, False, "cpu", span=40.0)

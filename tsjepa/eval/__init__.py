@@ -41,16 +41,18 @@ def seed_checkpoints(cfg: DictConfig) -> dict[int, str]:
     return checkpoints_by_seed(str(cfg.ckpt), int(cfg.seed), cfg.eval.seeds)
 
 
-def frozen_encoders(pretrained: Pretrained, seed: int, random_baseline: bool, device: torch.device
-                    ) -> dict[str, Encoder]:
+def frozen_encoders(pretrained: Pretrained, seed: int, random_baseline: bool, device: torch.device,
+                    span: float | None = None) -> dict[str, Encoder]:
     """The encoders a harness scores: the checkpoint's (``tsjepa``) and, with ``random_baseline``, its random-init
     twin (``random-init``: the same architecture, weights drawn with ``seed``). Seeds torch's global generator
-    with ``seed`` either way, so what the harness draws next does not depend on ``random_baseline``."""
+    with ``seed`` either way, so what the harness draws next does not depend on ``random_baseline``. With
+    ``span``, both are cropped to windows of that many time units (`Encoder.cropped`: e.g. 48-h records or 64-row
+    windows under the 336-unit corpus encoder)."""
     torch.manual_seed(seed)
     encoders = {"tsjepa": pretrained.encoder}
     if random_baseline:
         encoders["random-init"] = Encoder(pretrained.encoder.config).to(device)
-    return encoders
+    return encoders if span is None else {name: encoder.cropped(span) for name, encoder in encoders.items()}
 
 
 @dataclass

@@ -278,9 +278,7 @@ def score_folds(cfg: DictConfig, seed: int, ckpts: dict[int, str], records: Reco
         ids = pretrained.vocab.ids(card.channel_keys(records.channels))
         scaler = ClippedScaler().fit(records.subset(train_idx).observations())
         windows = RecordWindows(records, ids, scaler, card.protocol["span"])
-        if abs(pretrained.encoder.config.span - windows.span) > 1e-6:
-            raise ValueError(f"checkpoint span {pretrained.encoder.config.span} != record span {windows.span}")
-        encoders = frozen_encoders(pretrained, seed + fold, cfg.eval.random_baseline, device)
+        encoders = frozen_encoders(pretrained, seed + fold, cfg.eval.random_baseline, device, span=windows.span)
         pooled: dict[str, np.ndarray] = {}
         for model_name, encoder in encoders.items():
             out: EncoderOutput = encode_windows(encoder, windows, torch.arange(len(windows)), cfg.eval.batch_size,
@@ -298,7 +296,7 @@ def score_folds(cfg: DictConfig, seed: int, ckpts: dict[int, str], records: Reco
             train_windows = RecordWindows(records.subset(fit_idx), ids, scaler, card.protocol["span"])
             test_windows = RecordWindows(records.subset(test_idx), ids, scaler, card.protocol["span"])
             model, static_of, log = finetune_classifier(
-                copy.deepcopy(pretrained.encoder), train_windows, pooled["tsjepa"][fit_idx],
+                copy.deepcopy(encoders["tsjepa"]), train_windows, pooled["tsjepa"][fit_idx],
                 records.static[fit_idx], records.labels[fit_idx], cfg.eval.pool, probe_c["tsjepa"],
                 cfg.eval.finetune, seed + fold, device, desc=f"seed {seed} fold {fold} finetune")
             logits = logits_of(model, test_windows, static_of(records.static[test_idx]), cfg.eval.batch_size, device)

@@ -180,12 +180,12 @@ class AnomalyBench:
             raise ValueError(f"{ckpt} holds no predictor; latent prediction scores need a full JEPA checkpoint")
         encoder = pretrained.encoder
         lookback = scoring_lookback(encoder, cfg, ckpt)
-        # each twin encoder gets a random predictor too, drawn right after it; the encoders read only the
-        # windows' own span (the same embeddings of every observed patch, without the empty patches before it)
-        models = {model: (enc.cropped(lookback), pretrained.predictor if model == "tsjepa" else
+        # each twin encoder gets a random predictor too, drawn right after it
+        models = {model: (enc, pretrained.predictor if model == "tsjepa" else
                           Predictor(pretrained.predictor.config, encoder.config.d_model,
                                     encoder.config.channel_capacity).to(device))
-                  for model, enc in frozen_encoders(pretrained, seed, cfg.eval.random_baseline, device).items()}
+                  for model, enc in frozen_encoders(pretrained, seed, cfg.eval.random_baseline, device,
+                                                    span=lookback).items()}
         return cls(name, data, pretrained.vocab.ids(card.channel_keys(data.channels)),
                    int(round(encoder.config.patch_duration)), lookback, models,
                    pretrained.step)

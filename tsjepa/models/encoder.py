@@ -95,8 +95,8 @@ class Encoder(nn.Module):
         generator."""
         patches = span / self.config.patch_duration
         if not 0 < span <= self.config.span + 1e-6 or abs(patches - round(patches)) > 1e-6:
-            raise ValueError(f"cropped span must be a whole number of patches of {self.config.patch_duration:g} "
-                             f"up to the encoder's span {self.config.span:g}, got {span:g}")
+            raise ValueError(f"windows of {span:g} time units do not fit this encoder: it reads a whole number of "
+                             f"patches of {self.config.patch_duration:g} units, up to its span of {self.config.span:g}")
         with torch.random.fork_rng(devices=[]):  # its initial draws are overwritten: leave the global generator be
             view = Encoder(replace(self.config, span=float(span)))
         view.load_state_dict(self.state_dict())
