@@ -21,11 +21,15 @@ than its checkpoint is kept; a twin draw, while it scored the shipped architectu
 ``eval/results/transfer/<target>.{json,md,png}``; ``steps``
 scores the corpus run's step snapshots on ``--targets`` at full labels and writes
 ``eval/results/transfer/scaling.{json,md,png}``; ``share`` pretrains the corpus recipe on every 4th corpus file
-(8 of 29, same steps and seed) and writes ``eval/results/transfer/share.{json,md,png}``: that encoder against the
-shipped one (all 29 files) on ``--targets`` at full labels, with the random-init twin and the raw baselines;
+(8 of 29, same steps) with each seed of ``SHARE_SEEDS`` and writes ``eval/results/transfer/share.{json,md,png}``:
+those encoders against the encoders of all 29 files (``CORPUS_SEEDS``, the ``seeds`` stage's evaluations) on
+``--targets`` at full labels, mean and std over seeds, with the random-init twin and the raw-window ridge;
 ``seeds`` pretrains the shipped encoder's command again with each seed of ``CORPUS_SEEDS`` past 0, exports it
 the same way (fp16) and writes ``eval/results/transfer/seeds.{json,md,png}``: the corpus encoder's mean and std
-over its pretraining seeds on ``--targets`` at each label share, beside the per-target tables' references.
+over its pretraining seeds on ``--targets`` at each label share, beside the per-target tables' references;
+``harnesses`` links those seeds' encoders as ``runs/transfer/corpus-seeds/s<k>`` and scores them on the anomaly
+(NAB, UCR, SMD) and PhysioNet 2012 harnesses into ``eval/results/transfer/{rare,classify}/``, mean and std over
+the seeds, each with its own random-init twin.
 The per-target tables use a single pretraining seed (0) for the encoders; their random-init twin is drawn
 ``len(TWIN_SEEDS)`` times, because one draw moved the avg MSE by as much as the encoders differ.
 """
@@ -65,13 +69,24 @@ STUDY = {t: ROOT / "runs" / "objective-study" / t / "proj-axes-s0" for t in ("et
 # the corpus-share arm: every 4th file of the corpus (sorted as in the data config), a fixed spread over domains
 CORPUS_FILES = list(OmegaConf.load(ROOT / "configs" / "data" / "corpus.yaml").data.datasets)
 SHARE_FILES = CORPUS_FILES[::4]
-SHARE_RUN = RUNS / "corpus-share-s0"
+# its pretraining seeds
+SHARE_SEEDS = (0, 1)
 # random-init draws of the per-target tables (the corpus encoder and the baselines are deterministic)
 TWIN_SEEDS = (0, 1, 2)
 # what identifies one row of a forecast evaluation
 ROW_KEYS = ("model", "mode", "horizon", "train_fraction")
 # pretraining seeds of the corpus encoder for the seed-spread table; 0 is the shipped encoder
 CORPUS_SEEDS = (0, 1, 2)
+# the corpus encoders of `CORPUS_SEEDS` as one checkpoint glob, for the harnesses that score seeds from a glob
+SEED_LINKS = RUNS / "corpus-seeds"
+# the non-forecast harnesses scored over `CORPUS_SEEDS`: each one's `python -m tsjepa.eval` arguments
+HARNESSES = {
+    "nab": ["rare", "data=nab"],
+    "ucr": ["rare", "data=ucr"],
+    "smd": ["rare", "data=smd"],
+    "physionet2012": ["classify", "data=physionet2012", "eval.folds=[0,1,2]", "eval.modes=[probe]",
+                      "eval.train_fractions=[0.1,1.0]"],
+}
 
 
 def run(cmd: list[str]) -> None:
@@ -293,22 +308,29 @@ def corpus_encoder(seed: int) -> Path:
     return exported
 
 
+def corpus_seed_evaluation(target: str, seed: int) -> Path:
+    """The forecast evaluation of the corpus encoder of pretraining seed ``seed`` (`corpus_encoder`) on ``target``
+    at each label share, scored when missing or older than the encoder (seed 0 reuses its table's evaluation
+    when that is in ``runs/``)."""
+    ckpt = corpus_encoder(seed)
+    path = result(target, "shipped")
+    if seed > 0 or not fresh(path, ckpt):
+        path = result(target, f"corpus-seed{seed}")
+    if not fresh(path, ckpt):
+        run([sys.executable, "-m", "tsjepa.eval", "forecast", f"data={target}", f"ckpt={ckpt}", "seed=0",
+             f"eval.train_fractions={FRACTIONS}", "eval.random_baseline=false", f"out_dir={path.parents[1]}"])
+    return path
+
+
 def seeds(targets: list[str], out_dir: str) -> Path:
     """The corpus encoder over its pretraining seeds `CORPUS_SEEDS` on ``targets`` (`seed_rows`), each seed's
-    evaluation scored here when missing (seed 0 reuses its table's evaluation when that is in ``runs/``)."""
+    evaluation scored here when missing (`corpus_seed_evaluation`)."""
     rows, device, wall = [], "none", 0.0
     for target in targets:
         table = json.loads((Path(out_dir) / "transfer" / f"{target}.json").read_text())
         per_seed = {}
         for k in CORPUS_SEEDS:
-            ckpt = corpus_encoder(k)
-            path = result(target, "shipped")
-            if k > 0 or not fresh(path, ckpt):
-                path = result(target, f"corpus-seed{k}")
-            if not fresh(path, ckpt):
-                run([sys.executable, "-m", "tsjepa.eval", "forecast", f"data={target}", f"ckpt={ckpt}", "seed=0",
-                     f"eval.train_fractions={FRACTIONS}", "eval.random_baseline=false", f"out_dir={path.parents[1]}"])
-            record = json.loads(path.read_text())
+            record = json.loads(corpus_seed_evaluation(target, k).read_text())
             per_seed[k] = [r for r in record["rows"] if r["model"] == "tsjepa"]
             device, wall = record["device"], wall + record["wall_s"]
         rows += seed_rows(target, per_seed, table)
@@ -336,13 +358,19 @@ def seed_rows(target: str, per_seed: dict[int, list[dict]], table: dict) -> list
     if any(abs(shipped.get(k, float("inf")) - v) > 1e-4 for k, v in mse_by_row(per_seed[0]).items()):
         raise ValueError(f"the shipped encoder no longer reproduces eval/results/transfer/{target}.json; "
                          f"regenerate that table first (python eval/transfer.py --targets {target})")
-    spread = {k: {r["train_fraction"]: r["mse"] for r in rows if r["horizon"] == "avg"} for k, rows in per_seed.items()}
-    rows = [{"dataset": target, "pretraining": f"corpus, seeds {'+'.join(map(str, per_seed))}", **r,
-             **{f"mse_seed{k}": spread[k][r["train_fraction"]] for k in per_seed}}
-            for r in aggregate_seeds(per_seed, ROW_KEYS, ("mse", "mae", "val_mse")) if r["horizon"] == "avg"]
+    rows = [{"dataset": target, "pretraining": f"corpus, seeds {'+'.join(map(str, per_seed))}", **r}
+            for r in spread_rows(per_seed)]
     rows += [{"dataset": target, **r} for r in table["rows"] if r["horizon"] == "avg" and (
         r["model"] in ("random-init", "linear") or r.get("pretraining") == f"{target} (own)")]
     return sorted(rows, key=lambda r: r["train_fraction"])
+
+
+def spread_rows(per_seed: dict[int, list[dict]]) -> list[dict]:
+    """Avg-over-horizons rows of one encoder over its pretraining seeds (``per_seed``: seed -> its forecast
+    rows) at each label share: mean, ``<metric>_std``, ``n_seeds`` and each seed's MSE (``mse_seed<k>``)."""
+    spread = {k: {r["train_fraction"]: r["mse"] for r in rows if r["horizon"] == "avg"} for k, rows in per_seed.items()}
+    return [{**r, **{f"mse_seed{k}": spread[k][r["train_fraction"]] for k in per_seed}}
+            for r in aggregate_seeds(per_seed, ROW_KEYS, ("mse", "mae", "val_mse")) if r["horizon"] == "avg"]
 
 
 def plot_seeds(rows: list[dict], targets: list[str], path: Path, device: str) -> None:
@@ -364,7 +392,8 @@ def plot_curve(rows: list[dict], targets: list[str], x: str, xlabel: str, title:
     fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.6), squeeze=False)
     for ax, target in zip(axes[0], targets, strict=True):
         mine = sorted((r for r in rows if r["dataset"] == target and r["model"] == "tsjepa"), key=lambda r: r[x])
-        ax.plot([r[x] for r in mine], [r["mse"] for r in mine], marker="o", label="tsjepa (corpus)")
+        ax.errorbar([r[x] for r in mine], [r["mse"] for r in mine], yerr=[r.get("mse_std") or 0.0 for r in mine],
+                    marker="o", capsize=3, label="tsjepa (corpus)")
         for r in rows:
             if r["dataset"] == target and r["model"] in ("random-init", "linear"):
                 std = r.get("mse_std") or 0.0
@@ -381,44 +410,74 @@ def plot_curve(rows: list[dict], targets: list[str], x: str, xlabel: str, title:
 
 
 def share(targets: list[str], out_dir: str) -> Path:
-    """Transfer MSE (full labels, probe) of the corpus recipe pretrained on `SHARE_FILES` against the shipped
-    encoder pretrained on every file, with the random-init twin and the raw baselines of the same run."""
-    last = pretrained(SHARE_RUN, ["data=corpus", f"data.datasets=[{','.join(SHARE_FILES)}]"])
+    """Transfer MSE (full labels, probe) of the corpus recipe pretrained on `SHARE_FILES` with each seed of
+    `SHARE_SEEDS` against the corpus encoders of every file (`CORPUS_SEEDS`, `corpus_seed_evaluation`), mean and
+    std over seeds, with the random-init twin and the raw-window ridge of the per-target tables (`references`)."""
     fraction = len(SHARE_FILES) / len(CORPUS_FILES)
-    arms = (("shipped", resolve_checkpoint(CORPUS), 1.0, "true"), ("share", last, fraction, "false"))
     rows, device, wall = [], "none", 0.0
     for target in targets:
-        for which, ckpt, corpus_share, twin in arms:
-            path = RUNS / target / f"eval-{which}-full" / "forecast" / f"{target}.json"
-            if not fresh(path, ckpt):
-                run([sys.executable, "-m", "tsjepa.eval", "forecast", f"data={target}", f"ckpt={ckpt}",
-                     f"eval.random_baseline={twin}", f"out_dir={path.parents[1]}"])
-            record = json.loads(path.read_text())
-            device, wall = record["device"], wall + record["wall_s"]
-            for r in record["rows"]:
-                if r["horizon"] == "avg" and (r["model"] == "tsjepa" or which == "shipped"):
-                    rows.append({"model": r["model"], "mode": r["mode"], "horizon": "avg", "dataset": target,
-                                 "corpus_share": corpus_share if r["model"] == "tsjepa" else 0.0,
-                                 **{k: r[k] for k in ("val_mse", "mse", "mae", "n_seeds", "n_windows")}})
-    out = write_results(out_dir, "transfer", "share", rows, seed=0, device=device, wall_s=wall,
-                        extra={"share_files": SHARE_FILES},
+        evaluations = {fraction: {}, 1.0: {k: corpus_seed_evaluation(target, k) for k in CORPUS_SEEDS}}
+        for k in SHARE_SEEDS:
+            last = pretrained(RUNS / f"corpus-share-s{k}",
+                              ["data=corpus", f"data.datasets=[{','.join(SHARE_FILES)}]", f"seed={k}"])
+            path = RUNS / target / f"eval-share-s{k}-full" / "forecast" / f"{target}.json"
+            if not fresh(path, last):
+                run([sys.executable, "-m", "tsjepa.eval", "forecast", f"data={target}", f"ckpt={last}",
+                     "eval.random_baseline=false", f"out_dir={path.parents[1]}"])
+            evaluations[fraction][k] = path
+        for corpus_share, paths in evaluations.items():
+            per_seed = {}
+            for k, path in paths.items():
+                record = json.loads(path.read_text())
+                device, wall = record["device"], wall + record["wall_s"]
+                per_seed[k] = [r for r in record["rows"] if r["model"] == "tsjepa" and r["train_fraction"] == 1.0]
+            rows += [{"dataset": target, "corpus_share": corpus_share, **r} for r in spread_rows(per_seed)]
+        rows += references(target, out_dir)
+    seeds_of = f"seeds {'+'.join(map(str, SHARE_SEEDS))} and {'+'.join(map(str, CORPUS_SEEDS))}"
+    out = write_results(out_dir, "transfer", "share", rows, seed=list(SHARE_SEEDS), device=device, wall_s=wall,
+                        extra={"share_files": SHARE_FILES, "share_seeds": list(SHARE_SEEDS),
+                               "corpus_seeds": list(CORPUS_SEEDS)},
                         notes=(f"`corpus_share`: the share of the corpus' {len(CORPUS_FILES)} files the encoder was "
-                               f"pretrained on: {len(SHARE_FILES)} (every 4th, `share_files` in the JSON) or all "
-                               f"(the shipped fp16 `{CORPUS}`); same recipe, 2000 steps, seed 0. Frozen encoder + "
-                               "ridge probe at full labels, all val and test windows; `random-init` and the "
-                               "baselines from the shipped encoder's run (same windows). Single seed."))
+                               f"pretrained on: {len(SHARE_FILES)} (every 4th, `share_files` in the JSON; "
+                               f"pretraining seeds {', '.join(map(str, SHARE_SEEDS))}) or all (the shipped command, "
+                               f"seeds {', '.join(map(str, CORPUS_SEEDS))}, fp16; seed 0 is the shipped file); same "
+                               "recipe, 2000 steps. Mean, `mse_std` (sample std over pretraining seeds) and each "
+                               "seed's MSE (`mse_seed<k>`). Frozen encoder + ridge probe at full labels, all val and "
+                               "test windows; `random-init` (mean and std over its draws) and `linear` (raw-window "
+                               "ridge) from the per-target tables `transfer/<target>.json` (same windows)."))
     plot_curve(rows, targets, "corpus_share", "share of corpus files pretrained on",
-               "Transfer vs corpus share, 2000 steps (single seed)", out.with_suffix(".png"), device)
+               f"Transfer vs corpus share, 2000 steps ({seeds_of}, ± std)", out.with_suffix(".png"), device)
     return out
+
+
+def harnesses(out_dir: str) -> Path:
+    """The corpus encoder over `CORPUS_SEEDS` on the anomaly and PhysioNet harnesses (`HARNESSES`): links each
+    seed's encoder (`corpus_encoder`) as ``SEED_LINKS/s<k>`` and scores the glob over them, each seed with its
+    own random-init twin, into ``<out_dir>/transfer/{rare,classify}/``."""
+    SEED_LINKS.mkdir(parents=True, exist_ok=True)
+    for k in CORPUS_SEEDS:
+        link, target = SEED_LINKS / f"s{k}", corpus_encoder(k).resolve()
+        if link.is_symlink() and link.resolve() != target:
+            link.unlink()
+        if not link.is_symlink():
+            link.symlink_to(target, target_is_directory=True)
+    ckpt, out = (SEED_LINKS / "s*").relative_to(ROOT), Path(os.path.relpath(Path(out_dir) / "transfer", ROOT))
+    for args in HARNESSES.values():
+        run([sys.executable, "-m", "tsjepa.eval", *args, f"ckpt={ckpt}", f"out_dir={out}"])
+    return ROOT / out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", nargs="?", default="all", choices=["all", "own", "score", "collect", "steps", "share", "seeds"])
+    parser.add_argument("stage", nargs="?", default="all", choices=["all", "own", "score", "collect", "steps", "share", "seeds",
+                                                                     "harnesses"])
     parser.add_argument("--targets", nargs="*", default=list(TARGETS), choices=list(TARGETS))
     parser.add_argument("--out-dir", default=str(ROOT / "eval" / "results"))
     args = parser.parse_args()
     start = time.time()
+    if args.stage == "harnesses":
+        print(f"results: {harnesses(args.out_dir)}")
+        return
     if args.stage in ("steps", "share", "seeds"):
         print(f"results: {dict(steps=scaling, share=share, seeds=seeds)[args.stage](args.targets, args.out_dir)}")
         return

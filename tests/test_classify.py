@@ -98,6 +98,24 @@ def test_classify_over_pretraining_seeds(fold0_checkpoint, tmp_path):
     assert one["seed"] == 1 and next(r for r in one["rows"] if r["model"] == "tsjepa")["auroc"] == per_seed[1]
 
 
+def test_checkpoints_pretrained_elsewhere_serve_every_fold(fold0_checkpoint, tmp_path):
+    """A glob over checkpoints pretrained without a held-out fold (another corpus): each serves every fold of
+    its seed; one that read PhysioNet without a held-out fold is refused at scoring."""
+    import shutil
+
+    for seed, datasets in ((0, ["corpus/sunspots_monthly"]), (1, ["corpus/sunspots_monthly"]),
+                           (2, ["physionet2012"])):
+        copy = shutil.copytree(fold0_checkpoint, tmp_path / f"s{seed}")
+        config = json.loads((copy / "config.json").read_text())
+        config["seed"], config["data"] = seed, {"name": "corpus", "datasets": datasets}
+        (copy / "config.json").write_text(json.dumps(config))
+    cfg = compose_config("eval", ["eval=classify", "data=physionet2012", f"ckpt={tmp_path}/s*", "eval.seeds=[0,1]"])
+    assert classify.fold_checkpoints(cfg, [0, 2]) == {s: {0: f"{tmp_path}/s{s}", 2: f"{tmp_path}/s{s}"} for s in (0, 1)}
+    assert classify.checked_checkpoint(f"{tmp_path}/s1", 2, cfg, torch.device("cpu")).config["seed"] == 1
+    with pytest.raises(ValueError, match="has seen the records of fold 2"):
+        classify.checked_checkpoint(f"{tmp_path}/s2", 2, cfg, torch.device("cpu"))
+
+
 def test_channel_pool_statistics_of_observed_tokens():
     emb = torch.arange(2 * 3 * 4 * 2, dtype=torch.float32).reshape(2, 3, 4, 2)  # [N, C, P, D]
     observed = torch.tensor([[[1, 0, 1, 0], [0, 0, 0, 0], [0, 1, 1, 1]]] * 2, dtype=torch.bool)

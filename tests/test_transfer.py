@@ -4,8 +4,10 @@ evaluation are refused."""
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,44 @@ def test_curve_references_are_the_tables_twin_mean_and_linear_at_full_labels(tmp
         "random-init": (0.41, 0.01, 3), "linear": (0.45, None, None)}
     assert "mse_std" not in next(r for r in rows if r["model"] == "linear")  # absent, not None
     assert all(r["steps"] == 0 and r["corpus_share"] == 0.0 and r["dataset"] == "etth1" for r in rows)
+
+
+def test_share_averages_each_arm_over_its_pretraining_seeds(tmp_path, monkeypatch):
+    """The share table: the 8-file arm over `SHARE_SEEDS` and the all-file arm over `CORPUS_SEEDS`, each a mean
+    and sample std of its seeds' full-label probe MSE, beside the per-target table's references."""
+    monkeypatch.setattr(transfer, "RUNS", tmp_path / "runs")
+    (tmp_path / "transfer").mkdir()
+    (tmp_path / "transfer" / "etth1.json").write_text(json.dumps(table(0.40)))
+    probe = {"model": "tsjepa", "mode": "probe", "horizon": "avg", "mae": 0.5, "val_mse": 0.6, "n_windows": 10}
+
+    def evaluation(path: Path, mse: float) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [{**probe, "train_fraction": 1.0, "mse": mse}, {**probe, "train_fraction": 0.1, "mse": 9.0},
+                {**probe, "model": "random-init", "train_fraction": 1.0, "mse": 9.0}]
+        path.write_text(json.dumps({"rows": rows, "device": "cpu", "wall_s": 1.0}))
+        os.utime(path, (time.time() + 1, time.time() + 1))  # newer than its checkpoint: not scored again
+        return path
+
+    def pretrained(run_dir: Path, overrides: list[str]) -> Path:
+        assert overrides[-1] == f"seed={run_dir.name[-1]}"  # each share seed pretrained with its own seed
+        (run_dir / "checkpoints" / "last").mkdir(parents=True)
+        (run_dir / "checkpoints" / "last" / "config.json").write_text("{}")
+        share_mse = {"0": 0.38, "1": 0.42}[run_dir.name[-1]]
+        evaluation(tmp_path / "runs" / "etth1" / f"eval-share-s{run_dir.name[-1]}-full" / "forecast" / "etth1.json",
+                   share_mse)
+        return run_dir / "checkpoints" / "last"
+
+    all_files = {k: evaluation(tmp_path / f"all-s{k}.json", mse) for k, mse in enumerate((0.40, 0.41, 0.45))}
+    monkeypatch.setattr(transfer, "pretrained", pretrained)
+    monkeypatch.setattr(transfer, "corpus_seed_evaluation", lambda target, k: all_files[k])
+    monkeypatch.setattr(transfer, "SHARE_SEEDS", (0, 1))
+    monkeypatch.setattr(transfer, "CORPUS_SEEDS", (0, 1, 2))
+    rows = json.loads(transfer.share(["etth1"], str(tmp_path)).read_text())["rows"]
+    arms = {r["corpus_share"]: r for r in rows if r["model"] == "tsjepa"}
+    fraction = len(transfer.SHARE_FILES) / len(transfer.CORPUS_FILES)
+    assert set(arms) == {fraction, 1.0}
+    assert arms[fraction]["mse"] == pytest.approx(0.40) and arms[fraction]["n_seeds"] == 2
+    assert arms[fraction]["mse_std"] == pytest.approx(0.04 / 2 ** 0.5)
+    assert (arms[fraction]["mse_seed0"], arms[fraction]["mse_seed1"]) == (0.38, 0.42)
+    assert arms[1.0]["mse"] == pytest.approx(0.42) and arms[1.0]["n_seeds"] == 3 and arms[1.0]["mse_seed2"] == 0.45
+    assert {r["model"]: r["mse"] for r in rows if r["model"] != "tsjepa"} == {"random-init": 0.41, "linear": 0.45}

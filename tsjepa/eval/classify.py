@@ -198,7 +198,8 @@ def finetune_classifier(encoder: Encoder, train: RecordWindows, pooled: np.ndarr
 def fold_checkpoints(cfg: DictConfig, folds: list[int]) -> dict[int, dict[int, str]]:
     """Pretraining seed -> held-out fold -> checkpoint. A plain ``ckpt`` serves every fold (scored with ``seed``);
     a glob is read per match (its config's ``seed`` and ``data.fold``), narrowed to ``eval.seeds`` when set, and
-    must hold every (seed, fold) pair scored."""
+    must hold every (seed, fold) pair scored; a match pretrained without a held-out fold (e.g. on other data)
+    serves every fold of its seed (``checked_checkpoint`` refuses one that read the scored records)."""
     if not glob.has_magic(str(cfg.ckpt)):
         if cfg.eval.seeds and list(cfg.eval.seeds) != [cfg.seed]:
             raise ValueError(f"eval.seeds={list(cfg.eval.seeds)} needs one checkpoint per seed and fold: give ckpt "
@@ -207,6 +208,9 @@ def fold_checkpoints(cfg: DictConfig, folds: list[int]) -> dict[int, dict[int, s
     found = checkpoints_by(str(cfg.ckpt), lambda config: (int(config.get("seed", -1)),
                                                           config.get("data", {}).get("fold")),
                            "(seed, held-out fold)")
+    for seed, fold in list(found):
+        if fold is None:
+            found |= {(seed, f): found[seed, fold] for f in folds if (seed, f) not in found}
     seeds = [int(s) for s in cfg.eval.seeds] if cfg.eval.seeds else sorted({s for s, _ in found})
     missing = [(s, f) for s in seeds for f in folds if (s, f) not in found]
     if not seeds or missing:
