@@ -469,8 +469,8 @@ def harnesses(out_dir: str) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", nargs="?", default="all", choices=["all", "own", "score", "collect", "steps", "share", "seeds",
-                                                                     "harnesses"])
+    parser.add_argument("stage", nargs="?", default="all",
+                        choices=["all", "own", "score", "collect", "steps", "share", "seeds", "harnesses"])
     parser.add_argument("--targets", nargs="*", default=list(TARGETS), choices=list(TARGETS))
     parser.add_argument("--out-dir", default=str(ROOT / "eval" / "results"))
     args = parser.parse_args()
