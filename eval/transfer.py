@@ -433,7 +433,8 @@ def share(targets: list[str], out_dir: str) -> Path:
                 per_seed[k] = [r for r in record["rows"] if r["model"] == "tsjepa" and r["train_fraction"] == 1.0]
             rows += [{"dataset": target, "corpus_share": corpus_share, **r} for r in spread_rows(per_seed)]
         rows += references(target, out_dir)
-    seeds_of = f"seeds {'+'.join(map(str, SHARE_SEEDS))} and {'+'.join(map(str, CORPUS_SEEDS))}"
+    seeds_of = (f"{len(SHARE_FILES)} files: seeds {'+'.join(map(str, SHARE_SEEDS))}; all {len(CORPUS_FILES)}: seeds "
+                f"{'+'.join(map(str, CORPUS_SEEDS))}")
     out = write_results(out_dir, "transfer", "share", rows, seed=list(SHARE_SEEDS), device=device, wall_s=wall,
                         extra={"share_files": SHARE_FILES, "share_seeds": list(SHARE_SEEDS),
                                "corpus_seeds": list(CORPUS_SEEDS)},
