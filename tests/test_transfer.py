@@ -1,6 +1,6 @@
 """The transfer tables' bookkeeping (eval/transfer.py): the random-init twin is averaged over its draws, a draw
-counts while it scored the shipped architecture, and draws whose baselines disagree with the shipped encoder's
-evaluation are refused."""
+counts while it scored the shipped architecture, draws whose baselines disagree with the shipped encoder's
+evaluation are refused, and the seeds and share tables average each encoder over its pretraining seeds."""
 
 import importlib.util
 import json
