@@ -328,12 +328,9 @@ def seeds(targets: list[str], out_dir: str) -> Path:
     rows, device, wall = [], "none", 0.0
     for target in targets:
         table = json.loads((Path(out_dir) / "transfer" / f"{target}.json").read_text())
-        per_seed = {}
-        for k in CORPUS_SEEDS:
-            record = json.loads(corpus_seed_evaluation(target, k).read_text())
-            per_seed[k] = [r for r in record["rows"] if r["model"] == "tsjepa"]
-            device, wall = record["device"], wall + record["wall_s"]
+        per_seed, device, seconds = encoder_rows({k: corpus_seed_evaluation(target, k) for k in CORPUS_SEEDS})
         rows += seed_rows(target, per_seed, table)
+        wall += seconds
     out = write_results(out_dir, "transfer", "seeds", rows, seed=0, device=device, wall_s=wall,
                         extra={"corpus_seeds": list(CORPUS_SEEDS)},
                         notes=(f"`tsjepa` / corpus: the shipped `{CORPUS}` command (2000 steps) pretrained with each "
@@ -346,6 +343,17 @@ def seeds(targets: list[str], out_dir: str) -> Path:
                                "share of the train windows."))
     plot_seeds(rows, targets, out.with_suffix(".png"), device)
     return out
+
+
+def encoder_rows(evaluations: dict[int, Path]) -> tuple[dict[int, list[dict]], str, float]:
+    """Seed -> the ``tsjepa`` rows of each forecast evaluation of ``evaluations`` (seed -> result file), with the
+    last one's device and the evaluations' summed wall time."""
+    per_seed, device, wall = {}, "none", 0.0
+    for k, path in evaluations.items():
+        record = json.loads(path.read_text())
+        per_seed[k] = [r for r in record["rows"] if r["model"] == "tsjepa"]
+        device, wall = record["device"], wall + record["wall_s"]
+    return per_seed, device, wall
 
 
 def seed_rows(target: str, per_seed: dict[int, list[dict]], table: dict) -> list[dict]:
@@ -414,24 +422,23 @@ def share(targets: list[str], out_dir: str) -> Path:
     `SHARE_SEEDS` against the corpus encoders of every file (`CORPUS_SEEDS`, `corpus_seed_evaluation`), mean and
     std over seeds, with the random-init twin and the raw-window ridge of the per-target tables (`references`)."""
     fraction = len(SHARE_FILES) / len(CORPUS_FILES)
+    share_encoders = {k: pretrained(RUNS / f"corpus-share-s{k}",
+                                    ["data=corpus", f"data.datasets=[{','.join(SHARE_FILES)}]", f"seed={k}"])
+                      for k in SHARE_SEEDS}
     rows, device, wall = [], "none", 0.0
     for target in targets:
         evaluations = {fraction: {}, 1.0: {k: corpus_seed_evaluation(target, k) for k in CORPUS_SEEDS}}
-        for k in SHARE_SEEDS:
-            last = pretrained(RUNS / f"corpus-share-s{k}",
-                              ["data=corpus", f"data.datasets=[{','.join(SHARE_FILES)}]", f"seed={k}"])
+        for k, last in share_encoders.items():
             path = RUNS / target / f"eval-share-s{k}-full" / "forecast" / f"{target}.json"
             if not fresh(path, last):
                 run([sys.executable, "-m", "tsjepa.eval", "forecast", f"data={target}", f"ckpt={last}",
                      "eval.random_baseline=false", f"out_dir={path.parents[1]}"])
             evaluations[fraction][k] = path
         for corpus_share, paths in evaluations.items():
-            per_seed = {}
-            for k, path in paths.items():
-                record = json.loads(path.read_text())
-                device, wall = record["device"], wall + record["wall_s"]
-                per_seed[k] = [r for r in record["rows"] if r["model"] == "tsjepa" and r["train_fraction"] == 1.0]
-            rows += [{"dataset": target, "corpus_share": corpus_share, **r} for r in spread_rows(per_seed)]
+            per_seed, device, seconds = encoder_rows(paths)
+            rows += [{"dataset": target, "corpus_share": corpus_share, **r} for r in spread_rows(per_seed)
+                     if r["train_fraction"] == 1.0]
+            wall += seconds
         rows += references(target, out_dir)
     seeds_of = (f"{len(SHARE_FILES)} files: seeds {'+'.join(map(str, SHARE_SEEDS))}; all {len(CORPUS_FILES)}: seeds "
                 f"{'+'.join(map(str, CORPUS_SEEDS))}")
