@@ -41,6 +41,26 @@ def run(command: str, cwd: Path, python: str = sys.executable, extra: list[str] 
     return result.stdout
 
 
+def environment_beside(interpreter: str, venv: Path) -> str:
+    """A new virtual environment at ``venv`` that sees the site-packages of the environment running
+    ``interpreter`` (system Python, a venv or conda alike), and returns its Python.
+
+    ``--system-site-packages`` would expose the *base* interpreter's packages, which inside a virtual environment
+    lack the stack. The running environment's directories are listed, one a line, in a ``.pth`` file placed after
+    the new environment's own site-packages; plain lines add a path without running that directory's ``.pth``
+    files, so an editable install of tsjepa there stays invisible and ``tsjepa`` comes only from what is
+    installed into ``venv``."""
+    subprocess.run([interpreter, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    listed = subprocess.run([interpreter, "-c", "import site, sys; print(*[p for p in site.getsitepackages() + "
+                             "[site.getusersitepackages()] if p in sys.path], sep=chr(10))"],
+                            capture_output=True, text=True, check=True).stdout
+    own = subprocess.run([python, "-c", "import site; print(site.getsitepackages()[0])"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    (Path(own) / "zz-running-environment.pth").write_text(listed)
+    return python
+
+
 @pytest.fixture(scope="module")
 def plant(tmp_path_factory, shared_data) -> Path:
     """A folder with ETTh1's first 4000 hours as a wide CSV and as a long Parquet file."""
@@ -64,9 +84,8 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path, shared_data):
     assert "tsjepa/datasets/etth1.yaml" in names and "tsjepa/heads.py" in names
     assert "tsjepa/pretrained/tsjepa-base-corpus/model.safetensors" in names
     assert "tsjepa/datasets/corpus/m4_hourly_train.yaml" in names
-    venv = tmp_path / "venv"  # the stack comes from this interpreter's site-packages; tsjepa only from the wheel
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
-    python = str(venv / "bin" / "python")
+    venv = tmp_path / "venv"
+    python = environment_beside(sys.executable, venv)
     subprocess.run([python, "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True, timeout=300)
     work = tmp_path / "work"
     work.mkdir()
