@@ -46,7 +46,9 @@ PROJECTOR = f"{OBJ}.projector=[512,512,64]"
 # The study's reference: the original recipe, with every objective key a variant or a preset changes pinned, so a
 # variant means the same run whatever the presets select later (the presets adopt the study's picks)
 REFERENCE = {f"{OBJ}.projector": "[]", f"{OBJ}.sigreg_on": "tokens", f"{OBJ}.views": "0",
-             f"{OBJ}.reconstruction_weight": "0.0", f"{OBJ}.ema": "0.0", f"{OBJ}.centre_slots": "false"}
+             f"{OBJ}.reconstruction_weight": "0.0", f"{OBJ}.ema": "0.0", f"{OBJ}.centre_slots": "false",
+             f"{OBJ}.kind": "jepa", f"{OBJ}.content_targets": "false", f"{OBJ}.position_noise": "0.0",
+             f"{OBJ}.target_norm": "none"}
 AXES = [PROJECTOR, f"{OBJ}.sigreg_on=axes"]  # the ETTh1 screen's pick, base of its ablations
 RECON = f"{OBJ}.reconstruction_weight=1.0"
 EMA = f"{OBJ}.ema=0.996"
@@ -82,6 +84,27 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                           [*AXES, f"{OBJ}.centre_slots=true"]),
     "proj-tokens-centred": ("projector; SIGReg over every slot-centred token (N = observed B*C*P)",
                             [PROJECTOR, f"{OBJ}.sigreg_on=tokens", f"{OBJ}.centre_slots=true"]),
+    # the peers, on the same encoder, data, steps and batch
+    "mae": ("peer: masked patch reconstruction (PatchTST self-supervised / MOMENT): 40% of each channel's patches "
+            "-> a learned mask token, linear head, MSE on the masked patches; no predictor or SIGReg",
+            [f"{OBJ}.kind=mae", f"{OBJ}.mask_ratio=0.4"]),
+    "contrastive": ("peer: TS2Vec on this encoder: two overlapping crops, timestamp masking (50%), hierarchical "
+                    "instance + temporal contrastive loss; no predictor or SIGReg",
+                    [f"{OBJ}.kind=contrastive", f"{OBJ}.mask_ratio=0.5"]),
+    "ijepa": ("peer: I-JEPA's heuristics instead of SIGReg: EMA target (0.996) + stop-gradient, layer-normed "
+              "targets, no projector, lambda = 0", [f"{OBJ}.lam=0.0", EMA, f"{OBJ}.stop_grad=true",
+                                                    f"{OBJ}.target_norm=layer"]),
+    # positional-shortcut remedies on the base preset's recipe (recon)
+    "recon-content": ("recon; prediction loss on each projected target minus its (channel, patch) slot's batch "
+                      "mean (content targets)", [*AXES, RECON, f"{OBJ}.content_targets=true"]),
+    "recon-stop": ("recon; StoP: Gaussian noise (std 0.25) on the predictor's masked positions through its context "
+                   "projection", [*AXES, RECON, f"{OBJ}.position_noise=0.25"]),
+    "recon-instnorm": ("recon; data2vec targets: each (window, channel) target sequence instance-normalised over "
+                       "its patches before the projector", [*AXES, RECON, f"{OBJ}.target_norm=instance"]),
+    "recon-slots": ("recon; per-slot SIGReg: each (channel, patch) slot tested across the batch's windows",
+                    [PROJECTOR, RECON, f"{OBJ}.sigreg_on=slots"]),
+    "recon-within": ("recon; SIGReg across time within each window only, at LeNEPA's strong weight (lambda 0.95: "
+                     "19x the prediction loss)", [PROJECTOR, RECON, f"{OBJ}.sigreg_on=within", f"{OBJ}.lam=0.95"]),
 }
 
 
@@ -123,7 +146,7 @@ ARMS: dict[str, Arm] = {
                train=STUDY_STEPS),
 }
 SMD_VALIDATION = ("machine-1-2", "machine-1-3", "machine-1-4")  # select; the other 5 machines report
-DIAGNOSTICS = ("lookback_r2", "effective_rank", "isotropy", "slot_share")  # reported as means only
+DIAGNOSTICS = ("lookback_r2", "effective_rank", "isotropy", "slot_share", "position_r2")  # reported as means only
 FORECAST_KEYS = ("val_mse", "mse", "mae", *DIAGNOSTICS)
 DETECTION_KEYS = {"rare": ("auc_pr", "vus_pr", "vus_roc"), "crosschannel": ("hitrate@150", "ndcg@150")}
 

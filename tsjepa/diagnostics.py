@@ -57,6 +57,25 @@ def slot_share(z: Tensor, slots: Tensor, chunk: int = 1 << 16) -> float:
     return float(1 - within / total) if total > 0 else float("nan")
 
 
+def position_r2(z: Tensor, slots: Tensor, windows: Tensor) -> float:
+    """How well position alone predicts tokens on held-out windows: the R² on the odd windows' tokens ``z``
+    ``[N, D]`` of the best predictor that sees only each token's slot (``slots`` ``[N]``, integer ids of
+    (channel, patch position)), fit on the even windows (``windows`` ``[N]``, each token's window index): each
+    slot's mean there. Tokens of slots the even windows never observe are left out. Near 1: the predictor's
+    targets are functions of position, and latent prediction can be solved without reading the context."""
+    held = windows % 2 == 1
+    ids = torch.unique(slots, return_inverse=True)[1]
+    n = int(ids.max()) + 1
+    fit = ids[~held]
+    sums = torch.zeros(n, z.shape[1], dtype=torch.float64, device=z.device).index_add_(0, fit, z[~held].double())
+    counts = torch.bincount(fit, minlength=n)
+    keep = held & (counts[ids] > 0)
+    if not keep.any():
+        return float("nan")
+    means = sums / counts.clamp(min=1)[:, None]
+    return r_squared(means[ids[keep]], z[keep])
+
+
 def r_squared(pred: Tensor, target: Tensor, observed: Tensor | None = None) -> float:
     """1 - SSE / SST of ``pred`` against ``target`` ``[N, K]`` pooled over every observed entry (SST about each
     column's observed mean)."""

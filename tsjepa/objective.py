@@ -17,8 +17,22 @@
 - ``recon`` (``reconstruction_weight > 0``): a linear head reads the masked patches' instance-normalised
   values back out of the predicted latents (a dense-detail auxiliary).
 
+Options against the positional shortcut (a target that is a function of its (channel, patch) slot is the
+cheapest to predict, since the predictor gets the target positions):
+
+- ``content_targets``: the prediction loss compares with each projected target minus its slot's batch mean,
+  so position alone predicts nothing;
+- ``position_noise`` (StoP, Bar et al. 2024): Gaussian noise of this std on the mask tokens' positions,
+  through the predictor's own context projection;
+- ``target_norm``: ``layer`` (I-JEPA: layer norm over features) or ``instance`` (data2vec: each (window,
+  channel) target sequence standardised over its patches) before the projector;
+- ``sigreg_on: slots`` (each (channel, patch) slot tested across the batch's windows) and ``within`` (each
+  window's tokens alone, LeNEPA's time-axis placement).
+
 SIGReg keeps the embeddings isotropic Gaussian, so no EMA teacher or stop-gradient is needed; both exist as
-switches for ablations.
+switches for ablations (the ``ijepa`` preset: EMA + stop-gradient, no SIGReg). ``kind`` picks the objective
+itself: ``jepa`` (this module), or the peers it is compared with, ``mae`` (`tsjepa.masked_modelling`) and
+``contrastive`` (`tsjepa.contrastive`), on the same encoder.
 """
 
 from __future__ import annotations
@@ -27,6 +41,8 @@ import copy
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from tsjepa.data.batch import Batch
@@ -42,12 +58,17 @@ from tsjepa.sigreg import global_sum, sigreg, sigreg_per_group
 #   window: the mean token of each window (over its channels and patches);
 #   axes:   both across samples (window means) and, within each window, across its own tokens (the two
 #           statistics averaged), against the time-axis collapse that SIGReg over samples alone allows;
-#   both:   tokens and pooled (the two statistics averaged).
-SIGREG_UNITS = ("tokens", "pooled", "window", "axes", "both")
+#   both:   tokens and pooled (the two statistics averaged);
+#   slots:  for each (channel, patch) slot, the batch's windows (the statistic averaged over slots);
+#   within: each window's own tokens alone (the within-window half of axes).
+SIGREG_UNITS = ("tokens", "pooled", "window", "axes", "both", "slots", "within")
+KINDS = ("jepa", "mae", "contrastive")
+TARGET_NORMS = ("none", "layer", "instance")
 
 
 @dataclass
 class ObjectiveConfig:
+    kind: str = "jepa"  # one of KINDS: JEPA (+ SIGReg), or a peer objective on the same encoder
     lam: float = 0.05  # SIGReg weight lambda
     sigreg_on: str = "tokens"  # the sample unit, one of SIGREG_UNITS
     num_slices: int = 256
@@ -68,10 +89,15 @@ class ObjectiveConfig:
     ema: float = 0.0  # momentum of an EMA target encoder; 0 = none (the target is the online encoder)
     stop_grad: bool = False  # detach the targets
     centre_slots: bool = False  # SIGReg on tokens minus their (channel, patch) slot's batch mean
+    content_targets: bool = False  # prediction loss on targets minus their slot's batch mean
+    position_noise: float = 0.0  # std of the StoP noise on the predictor's masked positions; 0 = off
+    target_norm: str = "none"  # one of TARGET_NORMS, applied to the targets before the projector
+    min_crop: int = 2  # contrastive: the fewest patches two crops share
 
     def __post_init__(self) -> None:
-        if self.sigreg_on not in SIGREG_UNITS:
-            raise ValueError(f"sigreg_on must be one of {SIGREG_UNITS}, got {self.sigreg_on!r}")
+        for key, allowed in (("kind", KINDS), ("sigreg_on", SIGREG_UNITS), ("target_norm", TARGET_NORMS)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
         if not 0 <= self.lam <= 1:
             raise ValueError(f"lam must lie in [0, 1], got {self.lam}")
         if self.views < 0 or self.view_weight < 0 or self.reconstruction_weight < 0:
@@ -85,7 +111,8 @@ class ObjectiveConfig:
                   "mask_ratio": 0 < self.mask_ratio < 1, "mask_spans": self.mask_spans >= 1,
                   "channel_subset_prob": 0 <= self.channel_subset_prob <= 1,
                   "mask_tail_prob": 0 <= self.mask_tail_prob <= 1, "global_keep": 0 < self.global_keep <= 1,
-                  "local_keep": 0 < self.local_keep <= 1,
+                  "local_keep": 0 < self.local_keep <= 1, "position_noise": self.position_noise >= 0,
+                  "min_crop": self.min_crop >= 2,
                   "global_views": not self.views or 0 < self.global_views <= self.views}
         bad = [f"{k}={getattr(self, k)!r}" for k, ok in checks.items() if not ok]
         if bad:
@@ -129,6 +156,27 @@ def slot_centred(embeddings: Tensor, patch_observed: Tensor) -> Tensor:
     return embeddings - weight * sums / counts.clamp(min=1)
 
 
+def slot_inputs(embeddings: Tensor, patch_observed: Tensor) -> Tensor:
+    """Embeddings ``[B, C, P, D]`` -> ``[G, B, D]``: for each of the G (channel, patch) slots that every window
+    of the batch observes, its token in each window (the samples of per-slot SIGReg)."""
+    every = patch_observed.all(0).flatten()  # [C * P]
+    return rearrange(embeddings, "b c p d -> (c p) b d")[every]
+
+
+def target_normalised(targets: Tensor, patch_observed: Tensor, how: str) -> Tensor:
+    """Targets ``[B, C, P, D]`` normalised as ``how`` says: ``layer`` over features (I-JEPA), ``instance`` over
+    each (window, channel)'s observed patches, per feature (data2vec), ``none`` as they are."""
+    if how == "layer":
+        return F.layer_norm(targets, targets.shape[-1:])
+    if how == "instance":
+        weight = patch_observed[..., None].to(targets.dtype)
+        count = weight.sum(2, keepdim=True).clamp(min=1)
+        mean = (targets * weight).sum(2, keepdim=True) / count
+        var = (((targets - mean) ** 2) * weight).sum(2, keepdim=True) / count
+        return (targets - mean) / torch.sqrt(var + 1e-5)
+    return targets
+
+
 def within_window_inputs(embeddings: Tensor, patch_observed: Tensor) -> list[Tensor]:
     """Each window's observed tokens, windows of equal token count stacked: ``[G, n, D]`` per count ``n``
     (windows with fewer than 2 are left out)."""
@@ -137,10 +185,54 @@ def within_window_inputs(embeddings: Tensor, patch_observed: Tensor) -> list[Ten
             for n in sorted({int(c) for c in counts if c >= 2})]
 
 
-class JEPA(nn.Module):
-    def __init__(self, encoder: Encoder, predictor: Predictor, config: ObjectiveConfig, seed: int = 0) -> None:
+class Objective(nn.Module):
+    """What the training loop drives: ``forward(batch, step, generator)`` gives ``loss``, its terms and the
+    detached target-view ``embeddings`` ``[N, D]``; ``encoder`` (and ``predictor``, None for objectives without
+    one) are what a checkpoint ships, `training_modules` what else it keeps for resuming."""
+
+    def __init__(self, encoder: Encoder, config: ObjectiveConfig, seed: int = 0) -> None:
         super().__init__()
-        self.encoder, self.predictor, self.config, self.seed = encoder, predictor, config, seed
+        self.encoder, self.config, self.seed = encoder, config, seed
+        self.predictor: Predictor | None = None
+
+    def training_modules(self) -> dict[str, nn.Module]:
+        """Modules besides encoder and predictor that a training checkpoint keeps for resuming."""
+        return {}
+
+    @torch.no_grad()
+    def update_target(self) -> None:
+        """After each optimizer step (the EMA teacher's update; nothing by default)."""
+
+    @torch.no_grad()
+    def full_view_tokens(self, batch: Batch) -> Tensor:
+        """The encoder's tokens of every observed patch of the whole windows ``[N, D]``, for diagnostics."""
+        full = self.encoder(batch)
+        return full.embeddings[full.patch_observed]
+
+    @torch.no_grad()
+    def patch_values(self, batch: Batch, visible: Tensor | None = None) -> Tensor:
+        """Per slot of every patch, the window's instance-normalised value and observed flag ``[B, C, P, 2, S]``
+        (the same normalisation the encoder applies, with statistics of the ``visible`` patches ``[B, C, P]``
+        when given)."""
+        values, observed = batch.values, batch.observed
+        if self.encoder.config.instance_norm:
+            seen = None if visible is None else visible.gather(-1, self.encoder.tokenizer.patch_index(batch.times))
+            values = instance_norm(values, observed, seen)[0]
+        return self.encoder.tokenizer.slot_features(values, batch.times, observed)[:, :, :, :2]
+
+
+def weighted_terms(terms: dict[str, tuple[float, Tensor]]) -> dict[str, Tensor]:
+    """``{name: (weight, value)}`` -> ``loss`` (the weighted sum), each detached value and its weighted share of
+    the loss ``share_<name>``."""
+    loss = sum(w * v for w, v in terms.values())
+    out = {"loss": loss, **{k: v.detach() for k, (_, v) in terms.items()}}
+    return out | {f"share_{k}": (w * v.detach() / loss.detach()) for k, (w, v) in terms.items()}
+
+
+class JEPA(Objective):
+    def __init__(self, encoder: Encoder, predictor: Predictor, config: ObjectiveConfig, seed: int = 0) -> None:
+        super().__init__(encoder, config, seed)
+        self.predictor = predictor
         dim = encoder.config.d_model
         self.projector = Projector(dim, config.projector) if config.projector else None
         self.reconstruction = (nn.Linear(dim, encoder.config.slots) if config.reconstruction_weight > 0
@@ -148,7 +240,6 @@ class JEPA(nn.Module):
         self.target_encoder = copy.deepcopy(encoder).requires_grad_(False) if config.ema > 0 else None
 
     def training_modules(self) -> dict[str, nn.Module]:
-        """Modules besides encoder and predictor that a training checkpoint keeps for resuming."""
         named = {"projector": self.projector, "reconstruction": self.reconstruction,
                  "target_encoder": self.target_encoder}
         return {k: v for k, v in named.items() if v is not None}
@@ -170,14 +261,18 @@ class JEPA(nn.Module):
 
     def span_sigreg(self, z: Tensor, patch_observed: Tensor, step: int) -> list[Tensor]:
         """SIGReg statistics of projected target-view tokens ``[B, C, P, K]`` over the configured unit."""
-        stats = [self.sigreg(x, step) for x in sigreg_inputs(z, patch_observed, self.config.sigreg_on)]
-        if self.config.sigreg_on == "axes":  # each window's own tokens: local, never all-reduced
-            cfg = self.config
-            per_window = torch.cat([
+        cfg = self.config
+        stats = [self.sigreg(x, step) for x in sigreg_inputs(z, patch_observed, cfg.sigreg_on)]
+        groups = {"axes": within_window_inputs, "within": within_window_inputs,
+                  "slots": lambda *a: [slot_inputs(*a)]}.get(cfg.sigreg_on)
+        if groups is not None:  # sets tested one by one (a window's tokens, a slot's windows): local
+            per_group = torch.cat([
                 sigreg_per_group(x, num_slices=cfg.num_slices, knots=cfg.knots, t_max=cfg.t_max, seed=self.seed,
                                  step=step, backend=cfg.sigreg_backend)
-                for x in within_window_inputs(z, patch_observed)])
-            stats.append(per_window.mean())
+                for x in groups(z, patch_observed) if len(x) and x.shape[1] >= 2])
+            if not len(per_group):
+                raise ValueError(f"sigreg_on={cfg.sigreg_on}: no set of at least 2 samples in this batch")
+            stats.append(per_group.mean())
         return stats
 
     def multiview(self, batch: Batch, patch_observed: Tensor, step: int,
@@ -194,12 +289,17 @@ class JEPA(nn.Module):
         loss = ((z - centre) ** 2).mean(-1)[:, seen].mean()
         return loss, [self.sigreg(v[seen], step) for v in z]
 
-    def forward(self, batch: Batch, step: int, generator: torch.Generator) -> dict[str, Tensor]:
+    def forward(self, batch: Batch, step: int, generator: torch.Generator, with_embeddings: bool = True
+                ) -> dict[str, Tensor]:
         """Losses of one batch: ``loss`` and each term (``prediction``, ``sigreg``, and ``multiview`` /
         ``reconstruction`` when on) with its weighted share of the loss ``share_<term>``; ``embeddings``
-        ``[N, D]`` (detached target-view encoder tokens of the observed patches, for diagnostics)."""
+        ``[N, D]`` (detached target-view encoder tokens of the observed patches, for diagnostics; free here,
+        so given whatever ``with_embeddings`` says)."""
         cfg = self.config
-        full = self.encoder(batch)
+        # the whole window's online pass needs a gradient only where a loss reads it: SIGReg, or as the target
+        with torch.set_grad_enabled(torch.is_grad_enabled() and (
+                cfg.lam > 0 or (self.target_encoder is None and not cfg.stop_grad))):
+            full = self.encoder(batch)
         target_mask = sample_span_mask(
             full.patch_observed, cfg.mask_ratio, cfg.mask_spans, cfg.channel_subset_prob, generator,
             cfg.mask_tail_prob,
@@ -208,9 +308,13 @@ class JEPA(nn.Module):
             raise ValueError("no target patch could be sampled: windows have too few observed patches")
         context_mask = full.patch_observed & ~target_mask
         context = self.encoder(batch, context=context_mask)
+        noise = None
+        if cfg.position_noise > 0:
+            noise = cfg.position_noise * torch.randn(full.embeddings.shape, generator=generator).to(
+                full.embeddings)
         predicted = self.predictor(
             context.embeddings, context_mask, target_mask,
-            self.encoder.tokenizer.patch_starts(batch.values.device), batch.channel_ids,
+            self.encoder.tokenizer.patch_starts(batch.values.device), batch.channel_ids, position_noise=noise,
         )
         if self.target_encoder is not None:
             with torch.no_grad():
@@ -218,33 +322,27 @@ class JEPA(nn.Module):
         else:
             targets = full.embeddings.detach() if cfg.stop_grad else full.embeddings
         projected = self.project(full.embeddings)
+        if cfg.target_norm != "none":
+            targets = target_normalised(targets, full.patch_observed, cfg.target_norm)
         target_z = projected if targets is full.embeddings else self.project(targets)
-        # only target tokens enter the loss, so only they are projected
+        if cfg.content_targets:
+            target_z = slot_centred(target_z, full.patch_observed)
         prediction = ((self.project(predicted[target_mask]) - target_z[target_mask]) ** 2).mean().float()
-        tested = slot_centred(projected, full.patch_observed) if cfg.centre_slots else projected
-        stats = self.span_sigreg(tested, full.patch_observed, step)
         terms = {"prediction": (1 - cfg.lam, prediction)}
+        stats = []
+        if cfg.lam > 0:  # lambda = 0 (ijepa, lam0): SIGReg is not computed, so its wall time is not paid
+            tested = slot_centred(projected, full.patch_observed) if cfg.centre_slots else projected
+            stats = self.span_sigreg(tested, full.patch_observed, step)
         if cfg.views:
             multiview, view_stats = self.multiview(batch, full.patch_observed, step, generator)
             stats += view_stats
             terms["multiview"] = ((1 - cfg.lam) * cfg.view_weight, multiview.float())
-        terms["sigreg"] = (cfg.lam, torch.stack(stats).mean())
+        if cfg.lam > 0:
+            terms["sigreg"] = (cfg.lam, torch.stack(stats).mean())
         if self.reconstruction is not None:
             slots = self.patch_values(batch)  # [B, C, P, 2, S]: normalised value, observed flag
             recon_err = (self.reconstruction(predicted) - slots[..., 0, :]) ** 2
             weight = slots[..., 1, :] * target_mask[..., None]
             terms["reconstruction"] = (cfg.reconstruction_weight,
                                        ((recon_err * weight).sum() / weight.sum().clamp(min=1)).float())
-        loss = sum(w * v for w, v in terms.values())
-        out = {"loss": loss, **{k: v.detach() for k, (_, v) in terms.items()}}
-        out |= {f"share_{k}": (w * v.detach() / loss.detach()) for k, (w, v) in terms.items()}
-        return out | {"embeddings": full.embeddings.detach()[full.patch_observed]}
-
-    @torch.no_grad()
-    def patch_values(self, batch: Batch) -> Tensor:
-        """Per slot of every patch, the window's instance-normalised value and observed flag ``[B, C, P, 2, S]``
-        (the same normalisation the encoder applies)."""
-        values, observed = batch.values, batch.observed
-        if self.encoder.config.instance_norm:
-            values = instance_norm(values, observed)[0]
-        return self.encoder.tokenizer.slot_features(values, batch.times, observed)[:, :, :, :2]
+        return weighted_terms(terms) | {"embeddings": full.embeddings.detach()[full.patch_observed]}

@@ -30,6 +30,7 @@ from tsjepa.checkpoint import (
     read_config,
     save_pretrained,
 )
+from tsjepa.contrastive import Contrastive
 from tsjepa.data.anomaly import AnomalySet
 from tsjepa.data.batch import Batch
 from tsjepa.data.collection import SeriesCollection, collection_windows
@@ -39,9 +40,10 @@ from tsjepa.data.timeseries import TimeSeries
 from tsjepa.data.vocab import UNKNOWN, ChannelVocab
 from tsjepa.data.windows import SpanWindows, Windows, fit_scaler, observed_ends
 from tsjepa.device import device_description, peak_memory_gb, release_freed_host_memory, resolve_device
-from tsjepa.diagnostics import embedding_report, patch_recoverability, slot_share
+from tsjepa.diagnostics import embedding_report, patch_recoverability, position_r2, slot_share
+from tsjepa.masked_modelling import MaskedReconstruction
 from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig
-from tsjepa.objective import JEPA, ObjectiveConfig
+from tsjepa.objective import JEPA, Objective, ObjectiveConfig
 from tsjepa.resources import resource_dir
 
 CONFIG_DIR = str(resource_dir("configs"))
@@ -150,19 +152,25 @@ def learning_rate(step: int, cfg: DictConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def build(cfg: DictConfig, span: float, seed: int) -> JEPA:
+def build(cfg: DictConfig, span: float, seed: int) -> Objective:
+    """The configured objective (``model.objective.kind``) around a new encoder of windows of ``span``."""
     encoder = Encoder(EncoderConfig(span=span, **cfg.model.encoder))
+    objective = ObjectiveConfig(**OmegaConf.to_container(cfg.model.objective, resolve=True))
+    if objective.kind == "mae":
+        return MaskedReconstruction(encoder, objective, seed=seed)
+    if objective.kind == "contrastive":
+        return Contrastive(encoder, objective, seed=seed)
     predictor = Predictor(PredictorConfig(**cfg.model.predictor), encoder.config.d_model,
                           encoder.config.channel_capacity)
-    objective = ObjectiveConfig(**OmegaConf.to_container(cfg.model.objective, resolve=True))
     return JEPA(encoder, predictor, objective, seed=seed)
 
 
-def restore(jepa: JEPA, optimizer: torch.optim.Optimizer, path: Path) -> int:
+def restore(jepa: Objective, optimizer: torch.optim.Optimizer, path: Path) -> int:
     """Load weights and optimizer state of a training checkpoint; returns its step."""
     weights = load_weights(path)
     load_into(jepa.encoder, weights, "encoder", path)
-    load_into(jepa.predictor, weights, "predictor", path)
+    if jepa.predictor is not None:
+        load_into(jepa.predictor, weights, "predictor", path)
     for name, module in jepa.training_modules().items():
         load_into(module, weights, name, path)
     if not (path / "optimizer.safetensors").exists():
@@ -277,8 +285,9 @@ def train(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None 
         if not cfg.train.resume:
             raise ValueError(f"{run_dir} already holds a checkpoint and train.resume=false: choose a new run_dir, "
                              f"or delete {run_dir} to start over")
-        check_resumable(last, {"encoder": jepa.encoder.config.to_dict(), "predictor": jepa.predictor.config.to_dict(),
-                               **extra}, cfg.train.steps)
+        predictor = jepa.predictor and jepa.predictor.config.to_dict()
+        check_resumable(last, {"encoder": jepa.encoder.config.to_dict(), "predictor": predictor, **extra},
+                        cfg.train.steps)
     step = restore(jepa, optimizer, last) if last.exists() else 0
     # what ran each stretch of steps: a seeded run repeats bit for bit only on the same CPU model, instruction set,
     # thread count and torch build (or GPU), so the checkpoint says which ran it
@@ -318,8 +327,9 @@ def train(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None 
         batch = sample_batch(windows, cfg.train.batch_size, gen, ddp, **mixture).to(device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg.train)
+        logs = ddp.main and ((step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps)
         with autocast:
-            out = model(batch, step, gen)
+            out = model(batch, step, gen, with_embeddings=logs)
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
@@ -327,18 +337,21 @@ def train(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None 
         jepa.update_target()
         if (step + 1) % TRIM_EVERY == 0:  # keep host memory from growing with the steps (see the function)
             release_freed_host_memory()
-        if ddp.main and ((step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps):
+        if logs:
             tokens = slice(0, cfg.train.diagnostic_tokens)
             slots = jepa.patch_values(batch)  # [B, C, P, 2, S]; observed patches in the order of out["embeddings"]
             observed = slots[:, :, :, 1].amax(-1) > 0  # [B, C, P]
             slots = slots[observed][tokens]
             positions = torch.arange(observed.shape[2], device=observed.device)
             slot_ids = (batch.channel_ids[:, :, None] * observed.shape[2] + positions)[observed]
+            window_ids = torch.arange(observed.shape[0], device=observed.device)[:, None, None].expand_as(
+                observed)[observed]
             metrics = {"step": step + 1, "time": round(time.time(), 1), **{k: v.item() for k, v in out.items() if v.ndim == 0},
                        "lr": optimizer.param_groups[0]["lr"],
                        **embedding_report(out["embeddings"][tokens], step=step),
                        "patch_r2": patch_recoverability(out["embeddings"][tokens], slots[:, 0], slots[:, 1] > 0),
                        "slot_share": slot_share(out["embeddings"], slot_ids),
+                       "position_r2": position_r2(out["embeddings"], slot_ids, window_ids),
                        "peak_memory_gb": round(peak_memory_gb(device), 3)}
             progress.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in
                                   ("loss", "prediction", "sigreg", "effective_rank", "patch_r2")})

@@ -36,7 +36,7 @@ from tsjepa.data.sources import DatasetCard, load_source, split_rows  # noqa: E4
 from tsjepa.data.timeseries import TimeSeries  # noqa: E402
 from tsjepa.data.windows import Windows, count_windows, fit_scaler  # noqa: E402
 from tsjepa.device import device_description, resolve_device  # noqa: E402
-from tsjepa.diagnostics import embedding_report, recoverability, slot_share  # noqa: E402
+from tsjepa.diagnostics import embedding_report, position_r2, recoverability, slot_share  # noqa: E402
 from tsjepa.encoding import encode_windows  # noqa: E402
 from tsjepa.eval import SeedRows, frozen_encoders, seed_checkpoints, single_dataset  # noqa: E402
 from tsjepa.eval.baselines import decomposition_features, seasonal_naive  # noqa: E402
@@ -62,14 +62,17 @@ BASELINE_FEATURES = {"linear": lambda x: x, "dlinear": decomposition_features}
 
 def embedding_health(out: EncoderOutput, seed: int, tokens: int = 8192) -> dict[str, float]:
     """Effective rank and SIGReg isotropy statistic (null ~1.06) of a fixed random subset of test tokens, and
-    the share of all test tokens' variance their (channel, patch) slot explains (`slot_share`)."""
+    the share of all test tokens' variance their (channel, patch) slot explains (`slot_share`), and the R² with
+    which slot means fit on the even test windows predict the odd windows' tokens (`position_r2`)."""
     z = out.embeddings[out.patch_observed]
     pick = torch.randperm(len(z), generator=torch.Generator().manual_seed(seed))[:tokens]
     report = embedding_report(z[pick], seed=seed)
-    _, channels, patches = out.patch_observed.shape
+    windows, channels, patches = out.patch_observed.shape
     slots = torch.arange(channels * patches).reshape(1, channels, patches).expand_as(out.patch_observed)
+    window_ids = torch.arange(windows)[:, None, None].expand_as(out.patch_observed)
     return {"effective_rank": report["effective_rank"], "isotropy": report["sigreg_mean"],
-            "slot_share": slot_share(z, slots[out.patch_observed])}
+            "slot_share": slot_share(z, slots[out.patch_observed]),
+            "position_r2": position_r2(z, slots[out.patch_observed], window_ids[out.patch_observed])}
 
 
 def metrics(pred: torch.Tensor, target: torch.Tensor, observed: torch.Tensor) -> dict[str, float]:

@@ -102,10 +102,15 @@ class Encoder(nn.Module):
         view.load_state_dict(self.state_dict())
         return view.to(self.norm.weight.device).train(self.training)
 
-    def forward(self, batch: Batch, context: Tensor | None = None, layers: tuple[int, ...] | None = None
-                ) -> EncoderOutput:
+    def forward(self, batch: Batch, context: Tensor | None = None, layers: tuple[int, ...] | None = None,
+                masked: Tensor | None = None, mask_token: Tensor | None = None) -> EncoderOutput:
         """context ``[B, C, P]`` bool: the visible patches (default: all observed ones). Other patches are never
         attended to, and their values do not enter the instance-normalisation statistics.
+
+        masked ``[B, C, P]`` bool with mask_token ``[D]`` (masked reconstruction, PatchTST / MOMENT style): these
+        patches' tokens are replaced by ``mask_token`` before the time and channel embeddings are added; they are
+        still attended to (when observed and in ``context``), and their values do not enter the
+        instance-normalisation statistics, so nothing of a masked value reaches the output.
 
         layers: which outputs make the embeddings, concatenated along D (``[B, C, P, len(layers) * D]``):
         0 = the input tokens (patch embedding + time + channel), k = after block k (1..2*depth), -1 = the
@@ -120,14 +125,19 @@ class Encoder(nn.Module):
                 f"channel ids must lie in [0, {self.config.channel_capacity}); "
                 f"got {batch.channel_ids.min().item()}..{batch.channel_ids.max().item()}"
             )
+        if (masked is None) != (mask_token is None):
+            raise ValueError("masked and mask_token go together")
         values, observed = batch.values, batch.observed
+        shown = context if masked is None else ~masked if context is None else context & ~masked  # [B, C, P]
         if self.config.instance_norm:
-            visible = None if context is None else context.gather(-1, self.tokenizer.patch_index(batch.times))
+            visible = None if shown is None else shown.gather(-1, self.tokenizer.patch_index(batch.times))
             values, loc, scale = instance_norm(values, observed, visible)
         else:
             loc = values.new_zeros(values.shape[:2])
             scale = values.new_ones(values.shape[:2])
         tokens, patch_observed = self.tokenizer(values, batch.times, observed)
+        if masked is not None:
+            tokens = torch.where(masked[..., None], mask_token.to(tokens.dtype), tokens)
         starts = self.tokenizer.patch_starts(values.device)
         x = tokens + self.time_encoding(starts) + self.channel_embedding(batch.channel_ids)[:, :, None, :]
         keys = patch_observed if context is None else patch_observed & context

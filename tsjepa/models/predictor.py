@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tsjepa.models.blocks import axial_stack
@@ -42,7 +43,8 @@ class Predictor(nn.Module):
         self.head = nn.Linear(dim, encoder_dim)
 
     def forward(
-        self, context_embeddings: Tensor, context: Tensor, target: Tensor, patch_starts: Tensor, channel_ids: Tensor
+        self, context_embeddings: Tensor, context: Tensor, target: Tensor, patch_starts: Tensor, channel_ids: Tensor,
+        position_noise: Tensor | None = None,
     ) -> Tensor:
         """Predict embeddings ``[B, C, P, D_enc]`` (read them at ``target``).
 
@@ -50,8 +52,13 @@ class Predictor(nn.Module):
             context_embeddings: ``[B, C, P, D_enc]`` encoder output of the context view.
             context, target: ``[B, C, P]`` bool, disjoint.
             patch_starts: ``[P]`` patch start times; channel_ids: ``[B, C]``.
+            position_noise: ``[B, C, P, D_enc]`` Gaussian noise added to the mask tokens through the context
+                projection's weights (StoP: stochastic positions, tied to the context projection so the model
+                cannot shrink the noise away without shrinking its view of the context); None: exact positions.
         """
-        x = torch.where(context[..., None], self.embed(context_embeddings), self.mask_token)
+        mask = self.mask_token if position_noise is None else self.mask_token + F.linear(position_noise,
+                                                                                          self.embed.weight)
+        x = torch.where(context[..., None], self.embed(context_embeddings), mask)
         x = x + self.time_encoding(patch_starts) + self.channel_embedding(channel_ids)[:, :, None, :]
         keys = context | target
         for block in self.blocks:
