@@ -15,6 +15,7 @@ import glob
 import json
 import os
 import typing
+import warnings
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tsjepa.atomic import replace_dir
+from tsjepa.atomic import recover_dir, replace_dir
+from tsjepa.data.sources import sha256sum
 from tsjepa.data.vocab import UNKNOWN, ChannelVocab
 from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig
 
@@ -131,11 +133,35 @@ def shipped_names() -> list[str]:
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A checkpoint directory, or the name of a shipped encoder (e.g. ``"tsjepa-base-corpus"``) when no such
-    directory exists."""
+    directory exists. A save that a kill interrupted (`tsjepa.atomic.replace_dir`) is finished or rolled back
+    first, as a training start does; a folder of a shipped encoder's name that is not a checkpoint is an error,
+    not a silent stand-in for it."""
     candidate = Path(path).expanduser()
-    if not candidate.exists() and str(path) in shipped_names():
-        return PRETRAINED_DIR / str(path)
+    repaired = recover_dir(candidate)
+    if repaired:
+        warnings.warn(f"{candidate}: an interrupted checkpoint save was repaired: {repaired}", stacklevel=3)
+    if str(path) in shipped_names():
+        if not candidate.exists():
+            return PRETRAINED_DIR / str(path)
+        if not (candidate / "config.json").is_file():
+            raise CheckpointError(f"{candidate.resolve()} is not a checkpoint but shadows the shipped encoder "
+                                  f"{str(path)!r}: rename or remove that folder, or load the shipped one by its path "
+                                  f"{PRETRAINED_DIR / str(path)}")
     return candidate
+
+
+def verify_shipped(path: Path) -> None:
+    """Check a shipped encoder's files against the sha256 sums shipped beside it (``<name>.sha256``, as
+    ``sha256sum`` writes them); a `CheckpointError` names any file that differs or is missing."""
+    sums = path.parent / f"{path.name}.sha256"
+    if not sums.is_file():
+        raise CheckpointError(f"{path}: the shipped encoder has no checksum file {sums.name}; reinstall tsjepa")
+    for line in sums.read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        file = path.parent / name.lstrip("*")
+        if not file.is_file() or sha256sum(file) != digest:
+            raise CheckpointError(f"{file} does not match its shipped sha256 {digest[:12]}...: the installed file "
+                                  "is damaged or was changed; reinstall tsjepa")
 
 
 def read_config(path: str | os.PathLike) -> dict:
@@ -171,12 +197,19 @@ def checkpoints_by(pattern: str, key: typing.Callable[[dict], typing.Hashable], 
 
 
 def load_weights(path: Path, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
+    """The tensors of ``path/name``; a `CheckpointError` when the file is missing or corrupt, or when any
+    floating-point tensor holds a NaN or an infinity (no training writes one: such weights are damaged)."""
     try:
-        return load_file(str(path / name))
+        tensors = load_file(str(path / name))
     except FileNotFoundError as err:
         raise CheckpointError(f"{path} has no {name}") from err
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}/{name} is corrupt or not a safetensors file: {err}") from err
+    damaged = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if damaged:
+        raise CheckpointError(f"{path}/{name} holds non-finite values (NaN or inf) in {len(damaged)} tensor(s), "
+                              f"e.g. {damaged[0]}: the file is damaged")
+    return tensors
 
 
 def load_into(module: nn.Module, weights: dict[str, torch.Tensor], prefix: str, path: Path) -> None:
@@ -222,6 +255,8 @@ def from_pretrained(path: str | os.PathLike, map_location: str | torch.device = 
     name (`shipped_names`). Its config is validated strictly (`section`); the weights must match it exactly
     (half-precision weights, as shipped, load into fp32 modules)."""
     path = resolve_checkpoint(path)
+    if path.parent.resolve() == PRETRAINED_DIR.resolve():
+        verify_shipped(path)
     config = read_config(path)
     encoder_config = section(config, "encoder", EncoderConfig, path)
     predictor_config = section(config, "predictor", PredictorConfig, path) if config.get("predictor") else None

@@ -54,6 +54,8 @@ def embed(pretrained: Pretrained, data, step: str | None = None, stride: float |
         end, in the input's time coordinate), ``channel`` (names), ``patch`` (start relative to the window
         end, time units), ``patch_start`` ``[time, patch]`` (absolute) and ``feature``.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"embed: batch_size must be a positive integer (windows encoded at once), got {batch_size!r}")
     series = as_timeseries(data, step=step)
     encoder = pretrained.encoder
     vocab = ChannelVocab.from_dict(pretrained.vocab.to_dict())  # a copy: embedding never changes the model

@@ -8,6 +8,8 @@ from its own shard of windows and SIGReg sees the global batch.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import os
@@ -45,6 +47,7 @@ from tsjepa.masked_modelling import MaskedReconstruction
 from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig
 from tsjepa.objective import JEPA, Objective, ObjectiveConfig
 from tsjepa.resources import resource_dir
+from tsjepa.runlock import RunLock
 
 CONFIG_DIR = str(resource_dir("configs"))
 TRIM_EVERY = 10  # steps between handing freed host memory back to the OS
@@ -220,10 +223,27 @@ def flat(tree: dict, prefix: str = "") -> dict:
     return out
 
 
+def data_identity(data: TimeSeries | RecordSet | AnomalySet | SeriesCollection, card: DatasetCard) -> str:
+    """What the data of one source was: its card's sha256 (the loader verified the bytes against it), or for a
+    user's own file or in-memory series (no card checksum) the sha256 of its values, timestamps, channel names
+    and step, so an edited file makes another run."""
+    if card.sha256:
+        return card.sha256
+    if not isinstance(data, TimeSeries):
+        raise TypeError(f"{card.name}: a source without a card checksum must be a TimeSeries, got "
+                        f"{type(data).__name__}")
+    digest = hashlib.sha256()
+    array = data.data
+    for part in (array.values, array["time"].values, repr(list(array["channel"].values)), repr(array.attrs.get("step"))):
+        digest.update(part.tobytes() if hasattr(part, "tobytes") else part.encode())
+    return "content:" + digest.hexdigest()
+
+
 def run_identity(config: dict) -> dict:
-    """What makes a run the same run: data, model, objective, schedule and seed of a checkpoint config. An
-    objective option the checkpoint does not name was added after it was written, so the run had its default."""
-    keys = ("data", "encoder", "predictor", "objective", "train", "seed")
+    """What makes a run the same run: data (and what the data was, `data_identity`), model, objective,
+    schedule and seed of a checkpoint config. An objective option the checkpoint does not name was added after
+    it was written, so the run had its default."""
+    keys = ("data", "encoder", "predictor", "objective", "train", "seed", "data_identity")
     tree = {k: config.get(k) for k in keys}
     tree["objective"] = {**ObjectiveConfig().to_dict(), **(tree["objective"] or {})}
     return {k: v for k, v in flat(tree).items() if k not in RESUMABLE}
@@ -234,6 +254,8 @@ def check_resumable(path: Path, config: dict, steps: int) -> None:
     shorter schedule than it has already run."""
     saved = read_config(path)
     old, new = run_identity(saved), run_identity(config)
+    if "data_identity" not in saved:  # written before runs recorded their data: nothing to compare it with
+        new = {k: v for k, v in new.items() if not k.startswith("data_identity.")}
     changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     run_dir = path.parents[1]
     if changed:
@@ -257,13 +279,22 @@ def trim_metrics(path: Path, step: int) -> None:
 
 def train(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None = None) -> Path:
     """Run pretraining as configured (on ``sources`` instead of ``cfg.data.datasets`` when given: (data, card)
-    pairs already in memory); returns the final checkpoint directory."""
+    pairs already in memory); returns the final checkpoint directory. The run folder is held exclusively
+    (`RunLock`) from before its checkpoint is read until the run ends: a second run on it fails at once."""
+    check_config(cfg)
+    main = int(os.environ.get("RANK", "0")) == 0
+    with RunLock(cfg.run_dir) if main else contextlib.nullcontext():
+        return run_training(cfg, sources)
+
+
+def run_training(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None) -> Path:
+    """The body of `train`, under its run-folder lock."""
     device = resolve_device(cfg.train.device)
     ddp = setup_distributed(device)
     if device.type == "cuda":
         device = torch.device("cuda", ddp.rank % torch.cuda.device_count())
-    check_config(cfg)
     torch.manual_seed(cfg.seed)
+    sources = sources or [load_source(name, cfg.data) for name in cfg.data.datasets]
     windows, vocab = pretraining_windows(cfg, sources)
     p_unknown = cfg.data.get("unknown_channel_prob", 0.0)
     mixture = {"alpha": cfg.data.get("mixture_alpha", 1.0), "max_channels": cfg.data.get("max_channels"),
@@ -276,7 +307,8 @@ def train(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None 
     last = run_dir / "checkpoints" / "last"
     extra = {"data": OmegaConf.to_container(cfg.data, resolve=True),
              "objective": OmegaConf.to_container(cfg.model.objective, resolve=True),
-             "train": OmegaConf.to_container(cfg.train, resolve=True), "seed": cfg.seed}
+             "train": OmegaConf.to_container(cfg.train, resolve=True), "seed": cfg.seed,
+             "data_identity": {card.name: data_identity(data, card) for data, card in sources}}
     if ddp.main:
         repaired = recover_dir(last)
         if repaired:

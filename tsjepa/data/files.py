@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import xarray as xr
 from omegaconf import DictConfig, OmegaConf
@@ -71,7 +72,8 @@ def read_file(path: str | Path, format: str = "auto", time_column: str | None = 
             data = next(iter(data.data_vars.values()))
         if "time" not in data.coords:
             raise FileError(f"{path}: no 'time' coordinate (found {list(data.coords)})")
-        return as_timeseries(data.assign_attrs(name=name), step=freq or median_step(data["time"].values))
+        return observed_channels(as_timeseries(data.assign_attrs(name=name),
+                                               step=freq or median_step(data["time"].values)), path)
     if suffix not in TABLE_SUFFIXES:
         raise FileError(f"{path}: unknown file type {suffix or '(none)'}; use one of "
                         f"{sorted(TABLE_SUFFIXES) + sorted(ARRAY_SUFFIXES)} (CSV may be gzipped)")
@@ -89,14 +91,24 @@ def read_file(path: str | Path, format: str = "auto", time_column: str | None = 
                             f"(found {list(frame.columns)}); set data.time_column / channel_column / value_column")
         times = _timestamps(frame[long_columns[0]])
         frame = frame.assign(**{long_columns[0]: times})
-        return as_timeseries(frame, step=freq or median_step(times), name=name, time=long_columns[0],
-                             channel=channel_column, value=value_column)
+        return observed_channels(as_timeseries(frame, step=freq or median_step(times), name=name,
+                                               time=long_columns[0], channel=channel_column,
+                                               value=value_column), path)
     time_column = time_column or str(frame.columns[0])
     if time_column not in frame.columns:
         raise FileError(f"{path}: no time column {time_column!r} (columns {list(frame.columns)})")
     frame = frame.set_index(time_column)
     frame.index = _timestamps(frame.index)
-    return as_timeseries(frame, step=freq or median_step(frame.index), name=name)
+    return observed_channels(as_timeseries(frame, step=freq or median_step(frame.index), name=name), path)
+
+
+def observed_channels(series: TimeSeries, path: Path) -> TimeSeries:
+    """``series`` read from ``path``, refused when a channel holds no observed value (nothing to learn from or
+    forecast: drop the column, or fill it where the file marks missing values with a code)."""
+    empty = [c for c, seen in zip(series.channels, ~np.isnan(series.values).all(0), strict=True) if not seen]
+    if empty:
+        raise FileError(f"{path}: channel(s) {empty} hold no observed value; drop them from the file")
+    return series
 
 
 def median_step(times) -> str | None:
