@@ -83,6 +83,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path, shared_data):
     assert "tsjepa/configs/train.yaml" in names and "tsjepa/configs/data/file.yaml" in names
     assert "tsjepa/datasets/etth1.yaml" in names and "tsjepa/heads.py" in names
     assert "tsjepa/pretrained/tsjepa-base-corpus/model.safetensors" in names
+    assert "tsjepa/pretrained/tsjepa-base-corpus.sha256" in names  # from_pretrained verifies the weights
     assert "tsjepa/datasets/corpus/m4_hourly_train.yaml" in names
     venv = tmp_path / "venv"
     python = environment_beside(sys.executable, venv)
