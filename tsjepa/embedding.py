@@ -9,11 +9,12 @@ end, and absolute) on ``patch``.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 import xarray as xr
 
 from tsjepa.checkpoint import Pretrained
-from tsjepa.data.timeseries import TimeSeries, as_timeseries
+from tsjepa.data.timeseries import TimeSeries, TimeSeriesError, as_timeseries
 from tsjepa.data.vocab import ChannelVocab
 from tsjepa.data.windows import SpanWindows
 from tsjepa.encoding import encode_windows
@@ -31,6 +32,19 @@ def window_ends(series: TimeSeries, span: float, stride: float | None = None) ->
     nominal = last - stride * np.arange(int(np.ceil((last - times[0]) / stride)))
     ends = np.searchsorted(times, nominal, side="left")
     return np.unique(ends[ends >= 1])
+
+
+def check_time_unit(pretrained: Pretrained, series: TimeSeries) -> None:
+    """Refuse datetime data read in another time unit than the encoder was pretrained in (hourly data with
+    ``step='15min'`` would put 4x the time into each patch). Encoders pretrained on several units (the corpus)
+    or before units were recorded, and numeric times, are not checked."""
+    units = {u for u in (pretrained.config.get("time_units") or {}).values() if u}
+    step = series.data.attrs.get("step")
+    if len(units) == 1 and step and pd.Timedelta(step) != pd.Timedelta(next(iter(units))):
+        unit = pd.Timedelta(next(iter(units)))
+        raise TimeSeriesError(f"{series.name}: read with step {pd.Timedelta(step)}, but the encoder was pretrained "
+                              f"with one time unit = {unit}: pass step='{unit}' (its patches span "
+                              f"{pretrained.encoder.config.patch_duration:g} units of {unit})")
 
 
 def embed(pretrained: Pretrained, data, step: str | None = None, stride: float | None = None,
@@ -57,6 +71,7 @@ def embed(pretrained: Pretrained, data, step: str | None = None, stride: float |
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"embed: batch_size must be a positive integer (windows encoded at once), got {batch_size!r}")
     series = as_timeseries(data, step=step)
+    check_time_unit(pretrained, series)
     encoder = pretrained.encoder
     vocab = ChannelVocab.from_dict(pretrained.vocab.to_dict())  # a copy: embedding never changes the model
     ids = vocab.ids(series.channels, add_unknown=add_unknown_channels)

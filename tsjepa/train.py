@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
+import pandas as pd
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
@@ -114,6 +115,10 @@ def pretraining_windows(cfg: DictConfig, sources: list[tuple[TimeSeries, Dataset
                                        fit_scaler(item.series, train_rows)))
         else:
             train_rows = split_rows(card, len(data), cfg.data.lookback)["train"]
+            if train_rows[1] - train_rows[0] <= cfg.data.lookback:
+                raise ValueError(f"{card.name}: its train split holds {train_rows[1] - train_rows[0]} of {len(data)} "
+                                 f"rows, fewer than one window of data.lookback={cfg.data.lookback} rows plus one; "
+                                 "give it more rows, or lower data.lookback")
             windows.append(Windows(data, train_rows, cfg.data.lookback, 0, vocab.ids(names),
                                    fit_scaler(data, train_rows)))
     spans = {w.span for w in windows}
@@ -239,6 +244,13 @@ def data_identity(data: TimeSeries | RecordSet | AnomalySet | SeriesCollection, 
     return "content:" + digest.hexdigest()
 
 
+def time_unit(data: TimeSeries | RecordSet | AnomalySet | SeriesCollection, card: DatasetCard) -> str | None:
+    """The duration of one model time unit of a source (``1:00:00`` for hourly data read in hours): its card's
+    ``freq``, else the step of a datetime series; None where times are plain numbers of no stated unit."""
+    step = card.freq or (data.data.attrs.get("step") if isinstance(data, TimeSeries) else None)
+    return str(pd.Timedelta(step)) if step else None
+
+
 def run_identity(config: dict) -> dict:
     """What makes a run the same run: data (and what the data was, `data_identity`), model, objective,
     schedule and seed of a checkpoint config. An objective option the checkpoint does not name was added after
@@ -308,7 +320,8 @@ def run_training(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] 
     extra = {"data": OmegaConf.to_container(cfg.data, resolve=True),
              "objective": OmegaConf.to_container(cfg.model.objective, resolve=True),
              "train": OmegaConf.to_container(cfg.train, resolve=True), "seed": cfg.seed,
-             "data_identity": {card.name: data_identity(data, card) for data, card in sources}}
+             "data_identity": {card.name: data_identity(data, card) for data, card in sources},
+             "time_units": {card.name: time_unit(data, card) for data, card in sources}}
     if ddp.main:
         repaired = recover_dir(last)
         if repaired:

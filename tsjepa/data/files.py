@@ -94,6 +94,18 @@ def read_file(path: str | Path, format: str = "auto", time_column: str | None = 
         return observed_channels(as_timeseries(frame, step=freq or median_step(times), name=name,
                                                time=long_columns[0], channel=channel_column,
                                                value=value_column), path)
+    if time_column == ROW_INDEX:  # rows are consecutive steps, one time unit each
+        if freq:
+            raise FileError(f"{path}: data.time_column=row reads each row as one time unit; drop data.freq")
+        frame.index = np.arange(len(frame), dtype=np.float64)
+        return observed_channels(as_timeseries(frame, name=name), path)
+    if time_column is None:
+        first = frame.columns[0]
+        looks_like_time = str(first).strip().lower() in TIME_NAMES or not pd.api.types.is_numeric_dtype(frame[first])
+        if not looks_like_time:
+            raise FileError(f"{path}: no time column: the first column {first!r} holds numbers and is not named "
+                            f"like a time ({sorted(TIME_NAMES)}); set data.time_column=<its name> if it is the "
+                            "time, or data.time_column=row to read the rows as consecutive steps")
     time_column = time_column or str(frame.columns[0])
     if time_column not in frame.columns:
         raise FileError(f"{path}: no time column {time_column!r} (columns {list(frame.columns)})")
@@ -109,6 +121,10 @@ def observed_channels(series: TimeSeries, path: Path) -> TimeSeries:
     if empty:
         raise FileError(f"{path}: channel(s) {empty} hold no observed value; drop them from the file")
     return series
+
+
+ROW_INDEX = "row"  # data.time_column=row: no time column, each row one time unit
+TIME_NAMES = frozenset({"time", "timestamp", "date", "datetime", "ds", "t", "index"})
 
 
 def median_step(times) -> str | None:

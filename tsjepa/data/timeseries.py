@@ -33,6 +33,7 @@ def _check_increasing(time: np.ndarray, what: str) -> None:
 
 MAX_ABS_VALUE = 1e15  # larger values would overflow float32 sums of squares (instance norm, scalers)
 MAX_TIME_UNITS = 1e9  # a series spanning more time units than this has a step far too small for its data
+NETCDF_FILL = 9.969209968386869e36  # NC_FILL_FLOAT / NC_FILL_DOUBLE: NetCDF's default missing-value marker
 
 
 def _as_time(time, name: str) -> np.ndarray:
@@ -84,6 +85,9 @@ class TimeSeries:
             raise TimeSeriesError(f"values must be 2-D [time, channel], got shape {values.shape}")
         if not np.issubdtype(values.dtype, np.number):
             raise TimeSeriesError(f"values must be numeric, got dtype {values.dtype}")
+        if np.iscomplexobj(values):
+            raise TimeSeriesError(f"{name}: values are complex ({values.dtype}); pass the real and imaginary parts "
+                                  "(or magnitude and phase) as channels of their own")
         if values.shape[0] == 0 or values.shape[1] == 0:
             raise TimeSeriesError(f"{name}: no data ({values.shape[0]} rows x {values.shape[1]} channels)")
         channels = [str(c) for c in channels]
@@ -92,6 +96,11 @@ class TimeSeries:
         if np.isinf(magnitude).any():
             raise TimeSeriesError(f"{name}: values contain +/-inf (channel {_first(channels, np.isinf(magnitude))}); "
                                   "use NaN for unobserved entries")
+        if (np.abs(values.astype(np.float64) - NETCDF_FILL) < 1e31).any():
+            bad = _first(channels, (np.abs(values.astype(np.float64) - NETCDF_FILL) < 1e31).any(0))
+            raise TimeSeriesError(f"{name}: channel {bad} holds {NETCDF_FILL:.6g}, the NetCDF default fill value: "
+                                  "a missing-value marker, not a measurement; open the file with its _FillValue "
+                                  "applied (xarray's mask_and_scale) or replace it by NaN")
         if (magnitude > MAX_ABS_VALUE).any():
             bad = _first(channels, magnitude > MAX_ABS_VALUE)
             raise TimeSeriesError(f"{name}: channel {bad} has values up to {magnitude.max():.3g}, beyond "
@@ -106,6 +115,9 @@ class TimeSeries:
             raise TimeSeriesError(f"duplicate channel names: {channels}")
         _check_increasing(time, name)
         is_datetime = np.issubdtype(time.dtype, np.datetime64)
+        if not is_datetime and step is not None:
+            raise TimeSeriesError(f"{name}: step={step!r} applies to datetime timestamps, but these are numbers "
+                                  "(already in time units); drop step, or pass datetime timestamps")
         if is_datetime and step is None:
             raise TimeSeriesError("datetime timestamps need a `step` (time unit), e.g. step='1h'")
         attrs = {"name": name, "static": dict(static or {})}
@@ -188,7 +200,7 @@ class TimeSeries:
             if unknown:
                 raise TimeSeriesError(f"unknown channel(s) {unknown}; expected only {list(channels)}")
             names = [str(c) for c in channels]
-        keyed = frame.assign(**{channel: frame[channel].astype(str)})
+        keyed = frame.assign(**{channel: frame[channel].astype(str), time: _as_time(frame[time], name)})
         for key, rows in keyed.groupby(channel, sort=False):
             _check_increasing(rows[time].to_numpy(), f"channel {key!r}")
         wide = keyed.pivot(index=time, columns=channel, values=value).sort_index()
@@ -213,6 +225,8 @@ class TimeSeries:
         columns = {}
         for key, (stamps, vals) in observations.items():
             stamps, vals = np.asarray(stamps), np.asarray(vals)
+            if stamps.ndim == 1 and stamps.size:
+                stamps = _as_time(stamps, f"channel {key!r}")
             if stamps.shape != vals.shape or stamps.ndim != 1:
                 raise TimeSeriesError(
                     f"channel {key!r}: timestamps {stamps.shape} and values {vals.shape} must be equal-length 1-D"
@@ -293,19 +307,31 @@ def as_timeseries(data, step: str | None = None, name: str = "series", **long_fo
     ``channels``); or per-channel ``(timestamps, values)`` pairs, as a dict by channel name or a list
     (names from ``channels=``).
     """
+    def unused(*keys: str) -> None:  # an argument this input form does not read is an error, never ignored
+        given = sorted(k for k in keys if k in long_format) + (["step"] if "step" in keys and step else [])
+        if given:
+            raise TimeSeriesError(f"{', '.join(given)} do(es) not apply to a {type(data).__name__} input; "
+                                  "long-format keys (time, channel, value, channels) apply to long DataFrames, "
+                                  "channels= also to per-channel (timestamps, values) pairs")
+
+    unknown = sorted(set(long_format) - {"time", "channel", "value", "channels"})
+    if unknown:
+        raise TimeSeriesError(f"as_timeseries got unknown argument(s) {unknown}")
     if isinstance(data, TimeSeries):
+        unused("time", "channel", "value", "channels", "step")
         return data
-    if isinstance(data, xr.DataArray):
-        return TimeSeries.from_xarray(data, step=step)
-    if isinstance(data, xr.Dataset):
-        return TimeSeries.from_dataset(data, step=step)
+    if isinstance(data, xr.DataArray | xr.Dataset):
+        unused("time", "channel", "value", "channels")
+        return (TimeSeries.from_xarray if isinstance(data, xr.DataArray) else TimeSeries.from_dataset)(data, step=step)
     if isinstance(data, pd.DataFrame):
         columns = (long_format.get("time", "timestamp"), long_format.get("channel", "channel"),
                    long_format.get("value", "value"))
         if set(columns) <= set(data.columns):
             return TimeSeries.from_long(data, step=step, name=name, **long_format)
+        unused("time", "channel", "value", "channels")
         return TimeSeries.from_wide(data, step=step, name=name)
     if isinstance(data, dict | list | tuple):
+        unused("time", "channel", "value")
         return TimeSeries.from_channels(data, long_format.get("channels"), step=step, name=name)
     raise TimeSeriesError(
         f"cannot make a time series from {type(data).__name__}; pass a DataFrame (wide or long), an xarray "

@@ -34,7 +34,9 @@ class ChannelVocab:
         for name in names:
             if name not in self.names:
                 if len(self.names) >= self.capacity:
-                    raise ValueError(f"channel vocabulary is full ({self.capacity}); cannot add {name!r}")
+                    raise ValueError(f"channel vocabulary is full ({self.capacity}); cannot add {name!r}: raise "
+                                     "model.encoder.channel_capacity (a new encoder) to the number of channels, "
+                                     "or pass fewer")
                 self.names.append(str(name))
         return self
 

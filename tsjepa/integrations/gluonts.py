@@ -293,6 +293,11 @@ class TSJEPAEstimator(PyTorchLightningEstimator):
 
     def create_training_data_loader(self, data: Dataset, module: TSJEPALightningModule,
                                     shuffle_buffer_length: int | None = None, **kwargs):
+        lengths = [np.shape(entry[FieldName.TARGET])[-1] for entry in data]
+        if not any(n > self.prediction_length for n in lengths):  # else the sampler never yields a window
+            raise ValueError(f"no training series is longer than prediction_length={self.prediction_length} (the "
+                             f"longest of {len(lengths)} has {max(lengths, default=0)} rows), so no training window "
+                             "can be cut: give longer series, or a shorter prediction_length")
         instances = self.instance_splitter("training").apply(Cyclic(data).stream(), is_train=True)
         return as_stacked_batches(instances, batch_size=self.batch_size, shuffle_buffer_length=shuffle_buffer_length,
                                   field_names=TRAINING_INPUT_NAMES, output_type=torch.tensor,
