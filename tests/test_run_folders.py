@@ -135,3 +135,86 @@ def test_embed_refuses_a_bad_batch_size(batch_size):
     frame = pd.DataFrame({"a": np.arange(200.0)}, index=pd.date_range("2024-01-01", periods=200, freq="h"))
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         tsjepa.embed(model, frame, step="1h", batch_size=batch_size)
+
+
+# ------------------------------------------------------------------ inputs accepted that should not be
+def test_a_file_without_a_time_column_says_so(tmp_path):
+    path = tmp_path / "sensors.csv"
+    pd.DataFrame({"pressure": np.arange(1.0, 51.0), "flow": np.ones(50)}).to_csv(path, index=False)
+    with pytest.raises(FileError, match=r"no time column: the first column 'pressure' holds numbers.*"
+                                        r"data.time_column=row"):
+        read_file(path)
+    rows = read_file(path, time_column="row")
+    assert rows.channels == ["pressure", "flow"] and rows.times.tolist() == list(range(50))
+    with pytest.raises(FileError, match="drop data.freq"):
+        read_file(path, time_column="row", freq="1h")
+
+
+HOURLY = pd.DataFrame({"a": np.arange(3.0)}, index=pd.date_range("2024-01-01", periods=3, freq="h"))
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: tsjepa.as_timeseries(HOURLY, step="1h", channels=["zz"]), r"channels do\(es\) not apply to a DataFrame"),
+    (lambda: tsjepa.as_timeseries(pd.DataFrame({"a": [1.0, 2.0]}), step="1h"), "applies to datetime timestamps"),
+    (lambda: tsjepa.as_timeseries(pd.DataFrame({"a": [1 + 2j, 2.0]})), "values are complex"),
+    (lambda: tsjepa.as_timeseries(pd.DataFrame({"a": [9.969209968386869e36, 2.0]})), "NetCDF default fill value"),
+    (lambda: tsjepa.as_timeseries(HOURLY, step="1h", colour="red"), r"unknown argument\(s\) \['colour'\]"),
+])
+def test_arguments_and_values_are_never_silently_dropped(make, message):
+    with pytest.raises(tsjepa.data.timeseries.TimeSeriesError, match=message):
+        make()
+
+
+@pytest.mark.parametrize("data", [
+    pd.DataFrame({"timestamp": ["2024-01-01 00:00", "2024-01-01 01:00"], "channel": ["a", "a"], "value": [1.0, 2.0]}),
+    {"a": (["2024-01-01 00:00", "2024-01-01 01:00"], [1.0, 2.0])},
+])
+def test_date_strings_in_long_frames_and_dicts_are_parsed(data):
+    series = tsjepa.as_timeseries(data, step="1h")
+    assert series.channels == ["a"] and series.times.tolist() == [0.0, 1.0]
+
+
+def test_embedding_in_another_time_unit_than_pretrained_is_refused(pretrained):
+    model = tsjepa.from_pretrained(pretrained)  # ETTh1: one time unit = 1 h
+    assert model.config["time_units"] == {"etth1": "0 days 01:00:00"}
+    frame = pd.DataFrame({"OT": np.arange(400.0)}, index=pd.date_range("2024-01-01", periods=400, freq="h"))
+    frame.columns = ["ett/OT"]
+    with pytest.raises(tsjepa.data.timeseries.TimeSeriesError, match=r"pass step='0 days 01:00:00'"):
+        tsjepa.embed(model, frame, step="15min", add_unknown_channels=True)
+
+
+# ------------------------------------------------------------------ raw errors name the problem and the setting
+def test_a_train_split_shorter_than_a_window_names_the_lookback(tmp_path):
+    path = tmp_path / "one.csv"
+    path.write_text("date,a\n2024-01-01 00:00,1.0\n")
+    with pytest.raises(ValueError, match=r"train split holds 0 of 1 rows.*lower data.lookback"):
+        train_module.train(compose_config("train", ["data=file", f"data.path={path}", "data.freq=1h",
+                                                    f"run_dir={tmp_path / 'run'}", *TINY_MODEL]))
+    assert not (tmp_path / "run").exists()  # the lock's folder is removed again: nothing half-written
+
+
+def test_gluonts_series_shorter_than_the_horizon_are_named():
+    from gluonts.dataset.common import ListDataset
+
+    from tsjepa.integrations.gluonts import TSJEPAEstimator
+
+    data = ListDataset([{"start": pd.Period("2024-01-01", "h"), "target": np.arange(10.0)}], freq="h")
+    estimator = TSJEPAEstimator(NAME, prediction_length=24, context_length=64, trainer_kwargs={"max_epochs": 1})
+    with pytest.raises(ValueError, match=r"no training series is longer than prediction_length=24 \(the longest "
+                                         r"of 1 has 10 rows\)"):
+        estimator.train(data)
+
+
+def test_a_full_vocabulary_names_the_setting_that_raises_it():
+    from tsjepa.data.vocab import ChannelVocab
+
+    with pytest.raises(ValueError, match="raise model.encoder.channel_capacity"):
+        ChannelVocab([f"c{i}" for i in range(65)], capacity=64)
+
+
+def test_the_sktime_forecaster_takes_a_series():
+    from tsjepa.integrations.sktime import TSJEPAForecaster
+
+    y = pd.Series(np.sin(np.arange(500.0) / 10), index=pd.date_range("2024-01-01", periods=500, freq="h"))
+    forecast = TSJEPAForecaster(NAME).fit(y, fh=[1, 2]).predict()
+    assert isinstance(forecast, pd.Series) and len(forecast) == 2 and np.isfinite(forecast).all()
