@@ -274,7 +274,9 @@ def collect(data: str, prior: dict | None = None) -> tuple[list[dict], dict, dic
             for key, value in (("eval_commands", [r["command"] for r in records.values()]),
                                ("eval_commits", [r["commit"] for r in records.values()]),
                                ("eval_wall_s", round(sum(r["wall_s"] for r in records.values()), 1)),
-                               ("pretrain_wall_s", pretrain_seconds(data, name, seed))):
+                               ("pretrain_wall_s", pretrain_seconds(data, name, seed)),
+                               ("s_per_step", pretrain_log(data, name, seed)["s_per_step"]),
+                               ("peak_memory_gb", pretrain_log(data, name, seed)["peak_memory_gb"])):
                 info[key] = {**info.get(key, {}), str(seed): value}
             info["seeds"] = sorted(int(s) for s in per_seed[name])
     labels = {"mode": arm.mode, "horizon": "avg" if arm.tasks == ("forecast",) else None}
@@ -307,6 +309,43 @@ def collect(data: str, prior: dict | None = None) -> tuple[list[dict], dict, dic
     if not default:
         rows += [dict(r) for (model, _), r in carried.items() if model != "tsjepa"]
     return rows, runs, per_seed, device
+
+
+def pretrain_log(data: str, name: str, seed: int) -> dict[str, float | None]:
+    """Cost of a finished pretraining run from its log: seconds per step between the first and the last logged
+    step (``s_per_step``) and the peak memory it logged (``peak_memory_gb``: RSS on CPU, CUDA allocator peak
+    on GPU); None where the log is gone or too short."""
+    path = checkpoints(data, name, seed)[0].parents[1] / "metrics.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    lines = [line for line in lines if line.get("time") is not None]
+    if len(lines) < 2:
+        return {"s_per_step": None, "peak_memory_gb": None}
+    first, last = lines[0], lines[-1]
+    return {"s_per_step": round((last["time"] - first["time"]) / (last["step"] - first["step"]), 3),
+            "peak_memory_gb": max(line.get("peak_memory_gb", 0.0) for line in lines)}
+
+
+def plot_shortcut(rows: list[dict], path: Path, data: str, device: str) -> None:
+    """The arm's selection score against ``slot_share`` (and ``position_r2``) of every variant that logged
+    them, with the random-init twin: does closing the positional shortcut buy probe quality?"""
+    arm = ARMS[data]
+    key = arm.select[0]
+    points = [r for r in rows if r["model"] in ("tsjepa", "random-init") and r.get("slot_share") is not None]
+    if not points:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for axis, diag in zip(axes, ("slot_share", "position_r2"), strict=True):
+        for r in points:
+            if r.get(diag) is None:
+                continue
+            label = r["variant"] if r["model"] == "tsjepa" else "random-init"
+            axis.errorbar(r[diag], r[key], yerr=r.get(f"{key}_std", 0), fmt="s" if label == "random-init" else "o",
+                          color="black" if label == "random-init" else None, capsize=3)
+            axis.annotate(label, (r[diag], r[key]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        axis.set_xlabel(f"{diag} (test tokens)")
+    axes[0].set_ylabel(f"{key} ({'lower' if arm.lower_is_better else 'higher'} is better)")
+    fig.suptitle(f"{data}: probe score against the positional shortcut, one point per objective", fontsize=10)
+    save_figure(fig, path, device)
 
 
 def pretrain_seconds(data: str, name: str, seed: int) -> float | None:
@@ -437,6 +476,7 @@ def main() -> None:
                "score. `random-init`: the default's architecture with random weights, one twin per seed."),
     )
     plot(rows, out.with_suffix(".png"), args.data, device)
+    plot_shortcut(rows, out.with_name(f"{args.data}-shortcut.png"), args.data, device)
     print(f"results: {out} (+ .md, .png)")
 
 
