@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tsjepa.atomic import recover_dir, replace_dir
+from tsjepa.atomic import recover_dir, replace_dir, write_file
 from tsjepa.data.sources import sha256sum
 from tsjepa.data.vocab import UNKNOWN, ChannelVocab
 from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig
@@ -153,7 +153,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 def verify_shipped(path: Path) -> None:
     """Check a shipped encoder's files against the sha256 sums shipped beside it (``<name>.sha256``, as
     ``sha256sum`` writes them); a `CheckpointError` names any file that differs or is missing."""
-    sums = path.parent / f"{path.name}.sha256"
+    sums = shipped_sums(path)
     if not sums.is_file():
         raise CheckpointError(f"{path}: the shipped encoder has no checksum file {sums.name}; reinstall tsjepa")
     for line in sums.read_text().splitlines():
@@ -296,7 +296,7 @@ def export_pretrained(source: str | os.PathLike, target: str | os.PathLike, dtyp
     When the vocabulary has the shared ``<unknown>`` identity, which every channel the encoder does not know
     receives, the channel-identity tables keep only the vocabulary's rows (capacity = ``len(vocab)``): no
     channel ever reads the untrained rows past them. Without it the capacity stays, so new channels can still
-    get rows of their own."""
+    get rows of their own. The files' sha256 sums go to ``<target>.sha256`` beside it (`write_shipped_sums`)."""
     pretrained = from_pretrained(source)
     rows = len(pretrained.vocab) if UNKNOWN in pretrained.vocab.names else pretrained.vocab.capacity
     encoder = Encoder(replace(pretrained.encoder.config, channel_capacity=rows))
@@ -308,8 +308,22 @@ def export_pretrained(source: str | os.PathLike, target: str | os.PathLike, dtyp
         predictor = predictor.to(dtype)
     own = {"format", "version", "encoder", "predictor", "channels", "step"}
     extra = {k: v for k, v in pretrained.config.items() if k not in own} | {"dtype": str(dtype).removeprefix("torch.")}
-    return save_pretrained(target, encoder.to(dtype), ChannelVocab(pretrained.vocab.names, rows), predictor,
+    path = save_pretrained(target, encoder.to(dtype), ChannelVocab(pretrained.vocab.names, rows), predictor,
                            step=pretrained.step, extra=extra)
+    write_shipped_sums(path)
+    return path
+
+
+def shipped_sums(path: Path) -> Path:
+    """The checksum file of a shipped encoder folder ``path``: ``<name>.sha256`` beside it."""
+    return path.parent / f"{path.name}.sha256"
+
+
+def write_shipped_sums(path: Path) -> None:
+    """Write the sha256 of each file of checkpoint folder ``path`` to `shipped_sums`, as ``sha256sum`` does
+    (paths relative to the folder's parent), for `verify_shipped` to check at every load by name."""
+    lines = [f"{sha256sum(f)}  {path.name}/{f.name}\n" for f in sorted(path.iterdir()) if f.is_file()]
+    write_file(shipped_sums(path), "".join(lines))
 
 
 def trimmed(state: dict[str, torch.Tensor], rows: int) -> dict[str, torch.Tensor]:

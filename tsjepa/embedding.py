@@ -14,7 +14,7 @@ import torch
 import xarray as xr
 
 from tsjepa.checkpoint import Pretrained
-from tsjepa.data.timeseries import TimeSeries, TimeSeriesError, as_timeseries
+from tsjepa.data.timeseries import TimeSeries, TimeSeriesError, as_timeseries, fixed_duration
 from tsjepa.data.vocab import ChannelVocab
 from tsjepa.data.windows import SpanWindows
 from tsjepa.encoding import encode_windows
@@ -40,8 +40,8 @@ def check_time_unit(pretrained: Pretrained, series: TimeSeries) -> None:
     or before units were recorded, and numeric times, are not checked."""
     units = {u for u in (pretrained.config.get("time_units") or {}).values() if u}
     step = series.data.attrs.get("step")
-    if len(units) == 1 and step and pd.Timedelta(step) != pd.Timedelta(next(iter(units))):
-        unit = pd.Timedelta(next(iter(units)))
+    unit = fixed_duration(next(iter(units))) if len(units) == 1 else None
+    if unit is not None and step and pd.Timedelta(step) != unit:
         raise TimeSeriesError(f"{series.name}: read with step {pd.Timedelta(step)}, but the encoder was pretrained "
                               f"with one time unit = {unit}: pass step='{unit}' (its patches span "
                               f"{pretrained.encoder.config.patch_duration:g} units of {unit})")

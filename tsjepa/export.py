@@ -1,8 +1,9 @@
 """Export a training checkpoint for shipping: ``python -m tsjepa.export <checkpoint> <folder> [--dtype float16]``.
 
 Keeps the encoder and predictor (what `from_pretrained` and every harness read) in half precision by default,
-drops the optimizer, projector and EMA state, and prints the sha256 of the weights file (the model card
-records it)."""
+drops the optimizer, projector and EMA state, writes the files' sha256 sums to ``<folder>.sha256`` beside it
+(checked at every load by name once the folder ships in ``tsjepa/pretrained/``), and prints the sha256 of the
+weights file (the model card records it)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
-import pandas as pd
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
@@ -39,7 +38,7 @@ from tsjepa.data.batch import Batch
 from tsjepa.data.collection import SeriesCollection, collection_windows
 from tsjepa.data.records import ClippedScaler, RecordSet, RecordWindows
 from tsjepa.data.sources import DatasetCard, load_source, split_rows
-from tsjepa.data.timeseries import TimeSeries
+from tsjepa.data.timeseries import TimeSeries, fixed_duration
 from tsjepa.data.vocab import UNKNOWN, ChannelVocab
 from tsjepa.data.windows import SpanWindows, Windows, fit_scaler, observed_ends
 from tsjepa.device import device_description, peak_memory_gb, release_freed_host_memory, resolve_device
@@ -245,10 +244,12 @@ def data_identity(data: TimeSeries | RecordSet | AnomalySet | SeriesCollection, 
 
 
 def time_unit(data: TimeSeries | RecordSet | AnomalySet | SeriesCollection, card: DatasetCard) -> str | None:
-    """The duration of one model time unit of a source (``1:00:00`` for hourly data read in hours): its card's
-    ``freq``, else the step of a datetime series; None where times are plain numbers of no stated unit."""
+    """One model time unit of a source: its card's ``freq``, else the step of a datetime series, as a duration
+    (``0 days 01:00:00`` for hourly data read in hours) where it is a fixed one, else as the card writes it
+    (``1 month``); None where times are plain numbers of no stated unit."""
     step = card.freq or (data.data.attrs.get("step") if isinstance(data, TimeSeries) else None)
-    return str(pd.Timedelta(step)) if step else None
+    duration = fixed_duration(step)
+    return str(duration) if duration is not None else (str(step) if step else None)
 
 
 def run_identity(config: dict) -> dict:

@@ -36,6 +36,17 @@ MAX_TIME_UNITS = 1e9  # a series spanning more time units than this has a step f
 NETCDF_FILL = 9.969209968386869e36  # NC_FILL_FLOAT / NC_FILL_DOUBLE: NetCDF's default missing-value marker
 
 
+def fixed_duration(text) -> pd.Timedelta | None:
+    """``text`` as a fixed duration (``1h``, ``15min``, ``7D``); None for plain numbers (``1``: one row) and
+    calendar units (``1 month``), which are no fixed length of time."""
+    if not isinstance(text, str) or not any(c.isalpha() for c in text):
+        return None
+    try:
+        return pd.Timedelta(text)
+    except ValueError:
+        return None
+
+
 def _as_time(time, name: str) -> np.ndarray:
     """Timestamps as numbers or naive datetime64 (timezone-aware ones in UTC, strings parsed); NaN / NaT are
     an error naming the position."""
