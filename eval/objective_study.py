@@ -267,6 +267,7 @@ def collect(data: str, prior: dict | None = None) -> tuple[list[dict], dict, dic
                 raise SystemExit(f"{data}/{name}: the committed row averages seeds whose per-seed metrics were not "
                                  f"recorded; re-score all of its seeds under runs/ before adding seed {seed}")
             metrics, records = found
+            cost = pretrain_log(data, name, seed)
             device = next(iter(records.values()))["device"]
             per_seed.setdefault(name, {})[str(seed)] = metrics
             info = runs.setdefault(name, {})
@@ -275,8 +276,7 @@ def collect(data: str, prior: dict | None = None) -> tuple[list[dict], dict, dic
                                ("eval_commits", [r["commit"] for r in records.values()]),
                                ("eval_wall_s", round(sum(r["wall_s"] for r in records.values()), 1)),
                                ("pretrain_wall_s", pretrain_seconds(data, name, seed)),
-                               ("s_per_step", pretrain_log(data, name, seed)["s_per_step"]),
-                               ("peak_memory_gb", pretrain_log(data, name, seed)["peak_memory_gb"])):
+                               ("s_per_step", cost["s_per_step"]), ("peak_memory_gb", cost["peak_memory_gb"])):
                 info[key] = {**info.get(key, {}), str(seed): value}
             info["seeds"] = sorted(int(s) for s in per_seed[name])
     labels = {"mode": arm.mode, "horizon": "avg" if arm.tasks == ("forecast",) else None}

@@ -74,8 +74,7 @@ class Contrastive(Objective):
                 ) -> dict[str, Tensor]:
         """``loss`` = ``contrastive`` (its share 1), and with ``with_embeddings`` the detached full-view
         ``embeddings`` ``[N, D]`` (one more encoder pass, without gradient)."""
-        with torch.no_grad():
-            observed = self.encoder.tokenizer(batch.values, batch.times, batch.observed)[1]  # [B, C, P]
+        observed = self.observed_patches(batch)  # [B, C, P]
         first, second, overlap = overlapping_crops(observed.shape[-1], self.config.min_crop, generator)
         zero = torch.zeros(self.encoder.config.d_model, device=observed.device)
         views = []

@@ -45,8 +45,7 @@ class MaskedReconstruction(Objective):
                 ) -> dict[str, Tensor]:
         """``loss`` = ``reconstruction`` (its share 1), and with ``with_embeddings`` the detached full-view
         ``embeddings`` ``[N, D]`` (one more encoder pass, without gradient)."""
-        with torch.no_grad():
-            observed = self.encoder.tokenizer(batch.values, batch.times, batch.observed)[1]
+        observed = self.observed_patches(batch)
         masked = random_patch_mask(observed, self.config.mask_ratio, generator)
         if not masked.any():
             raise ValueError("no patch could be masked: windows have too few observed patches")

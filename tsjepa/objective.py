@@ -204,6 +204,12 @@ class Objective(nn.Module):
         """After each optimizer step (the EMA teacher's update; nothing by default)."""
 
     @torch.no_grad()
+    def observed_patches(self, batch: Batch) -> Tensor:
+        """``[B, C, P]`` bool: the patches holding at least one observation."""
+        tokenizer = self.encoder.tokenizer
+        return tokenizer.slot_features(batch.values, batch.times, batch.observed)[:, :, :, 1].amax(-1) > 0
+
+    @torch.no_grad()
     def full_view_tokens(self, batch: Batch) -> Tensor:
         """The encoder's tokens of every observed patch of the whole windows ``[N, D]``, for diagnostics."""
         full = self.encoder(batch)

@@ -107,12 +107,12 @@ class TimeSeries:
         if np.isinf(magnitude).any():
             raise TimeSeriesError(f"{name}: values contain +/-inf (channel {_first(channels, np.isinf(magnitude))}); "
                                   "use NaN for unobserved entries")
-        if (np.abs(values.astype(np.float64) - NETCDF_FILL) < 1e31).any():
-            bad = _first(channels, (np.abs(values.astype(np.float64) - NETCDF_FILL) < 1e31).any(0))
-            raise TimeSeriesError(f"{name}: channel {bad} holds {NETCDF_FILL:.6g}, the NetCDF default fill value: "
-                                  "a missing-value marker, not a measurement; open the file with its _FillValue "
-                                  "applied (xarray's mask_and_scale) or replace it by NaN")
         if (magnitude > MAX_ABS_VALUE).any():
+            filled = (np.abs(values.astype(np.float64) - NETCDF_FILL) < 1e31).any(0)
+            if filled.any():
+                raise TimeSeriesError(f"{name}: channel {_first(channels, filled)} holds {NETCDF_FILL:.6g}, the NetCDF "
+                                      "default fill value: a missing-value marker, not a measurement; open the file "
+                                      "with its _FillValue applied (xarray's mask_and_scale) or replace it by NaN")
             bad = _first(channels, magnitude > MAX_ABS_VALUE)
             raise TimeSeriesError(f"{name}: channel {bad} has values up to {magnitude.max():.3g}, beyond "
                                   f"{MAX_ABS_VALUE:g}, where float32 arithmetic overflows; rescale it (e.g. change units)")

@@ -128,7 +128,9 @@ class Encoder(nn.Module):
         if (masked is None) != (mask_token is None):
             raise ValueError("masked and mask_token go together")
         values, observed = batch.values, batch.observed
-        shown = context if masked is None else ~masked if context is None else context & ~masked  # [B, C, P]
+        shown = context  # [B, C, P] the patches whose values may set the normalisation, None = all
+        if masked is not None:
+            shown = ~masked if context is None else context & ~masked
         if self.config.instance_norm:
             visible = None if shown is None else shown.gather(-1, self.tokenizer.patch_index(batch.times))
             values, loc, scale = instance_norm(values, observed, visible)
