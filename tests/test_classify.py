@@ -10,6 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 import tsjepa.train as train_module
+from tsjepa.encoding import channel_pool
 from tsjepa.eval import classify
 from tsjepa.models import Encoder, EncoderConfig
 
@@ -119,13 +120,13 @@ def test_checkpoints_pretrained_elsewhere_serve_every_fold(fold0_checkpoint, tmp
 def test_channel_pool_statistics_of_observed_tokens():
     emb = torch.arange(2 * 3 * 4 * 2, dtype=torch.float32).reshape(2, 3, 4, 2)  # [N, C, P, D]
     observed = torch.tensor([[[1, 0, 1, 0], [0, 0, 0, 0], [0, 1, 1, 1]]] * 2, dtype=torch.bool)
-    pooled = classify.channel_pool(emb, observed, ["mean", "max", "last"]).reshape(2, 3, 7)
+    pooled = channel_pool(emb, observed, ["mean", "max", "last"]).reshape(2, 3, 7)
     ch0 = emb[0, 0, [0, 2]]
     assert torch.equal(pooled[0, 0], torch.cat([ch0.mean(0), ch0.amax(0), emb[0, 0, 2], torch.ones(1)]))
     assert torch.equal(pooled[1, 2, 4:6], emb[1, 2, 3])  # the last observed patch
     assert torch.equal(pooled[0, 1], torch.zeros(7))  # a never-observed channel: zeros and flag 0
     with pytest.raises(ValueError, match="pool must be a non-empty list"):
-        classify.channel_pool(emb, observed, ["median"])
+        channel_pool(emb, observed, ["median"])
 
 
 def test_finetuning_head_starts_at_the_logistic_probe():

@@ -36,11 +36,12 @@ from tsjepa.contrastive import Contrastive
 from tsjepa.data.anomaly import AnomalySet
 from tsjepa.data.batch import Batch
 from tsjepa.data.collection import SeriesCollection, collection_windows
+from tsjepa.data.labelled import LabelledSet
 from tsjepa.data.records import ClippedScaler, RecordSet, RecordWindows
 from tsjepa.data.sources import DatasetCard, load_source, split_rows
 from tsjepa.data.timeseries import TimeSeries, fixed_duration
 from tsjepa.data.vocab import UNKNOWN, ChannelVocab
-from tsjepa.data.windows import SpanWindows, Windows, fit_scaler, observed_ends
+from tsjepa.data.windows import SpanWindows, TiledSeries, Windows, fit_scaler, labelled_scaler, observed_ends
 from tsjepa.device import device_description, peak_memory_gb, release_freed_host_memory, resolve_device
 from tsjepa.diagnostics import embedding_report, patch_recoverability, position_r2, slot_share
 from tsjepa.masked_modelling import MaskedReconstruction
@@ -73,14 +74,15 @@ def setup_distributed(device: torch.device) -> Distributed:
 
 
 def pretraining_windows(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] | None = None
-                        ) -> tuple[list[Windows | RecordWindows | SpanWindows], ChannelVocab]:
+                        ) -> tuple[list[Windows | RecordWindows | SpanWindows | TiledSeries], ChannelVocab]:
     """Train-split windows (no val/test rows, no held-out records) of every dataset in ``cfg.data.datasets``
     (or of the given ``sources``: (data, card) pairs already loaded), and their vocabulary.
 
     Pretraining-only cards (the corpus, ``protocol.pretrain_only``) give windows over every row: windows of
     ``data.lookback`` time units ending after each row whose window holds at least ``data.min_observed``
     rows with an observation (early windows are padded as unobserved); a long-format collection gives such
-    windows over each of its series (`collection_windows`). With ``data.unknown_channel_prob > 0`` the
+    windows over each of its series (`collection_windows`); a classification archive gives its train series,
+    each tiled from its last row by windows of ``data.lookback`` rows (`TiledSeries`). With ``data.unknown_channel_prob > 0`` the
     vocabulary also holds `UNKNOWN`."""
     sources = sources or [load_source(name, cfg.data) for name in cfg.data.datasets]
     loaded, cards = zip(*sources, strict=True)
@@ -107,6 +109,9 @@ def pretraining_windows(cfg: DictConfig, sources: list[tuple[TimeSeries, Dataset
             train = data.subset(data.split(cfg.data.fold, cfg.data.folds, cfg.data.fold_seed)[0])
             scaler = ClippedScaler().fit(train.observations())
             windows.append(RecordWindows(train, vocab.ids(names), scaler, card.protocol["span"]))
+        elif isinstance(data, LabelledSet):  # the train split's series, tiled by windows of data.lookback rows
+            windows.append(TiledSeries(data.train.values, float(cfg.data.lookback), vocab.ids(names),
+                                       labelled_scaler(data.train.observations())))
         elif isinstance(data, AnomalySet):  # each series' normal train rows, scaled on them
             for item in data.series:
                 train_rows = (0, item.test_start)
@@ -126,7 +131,7 @@ def pretraining_windows(cfg: DictConfig, sources: list[tuple[TimeSeries, Dataset
     return windows, vocab
 
 
-def sample_batch(windows: list[Windows | RecordWindows | SpanWindows], batch_size: int, gen: torch.Generator,
+def sample_batch(windows: list[Windows | RecordWindows | SpanWindows | TiledSeries], batch_size: int, gen: torch.Generator,
                  ddp: Distributed, alpha: float = 1.0, max_channels: int | None = None,
                  unknown: tuple[int, float] | None = None) -> Batch:
     """Pick a dataset with probability proportional to (its number of windows) ** ``alpha`` (1: as sampled

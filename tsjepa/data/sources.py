@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from tsjepa.data.anomaly import AnomalySet, load_nab, load_smd, load_ucr
 from tsjepa.data.collection import SeriesCollection, read_long_csv
 from tsjepa.data.files import load_file
+from tsjepa.data.labelled import LabelledSet, read_ts_archive, sktime_archive_dir, sktime_shipped
 from tsjepa.data.records import RecordSet
 from tsjepa.data.timeseries import TimeSeries
 from tsjepa.resources import default_data_dir, resource_dir
@@ -152,6 +153,14 @@ def fetch(card: DatasetCard, root: Path, timeout: float = 30.0) -> Path:
     ``card.url`` (a list of files and ``.tar.gz`` archives for a folder) if missing; checksum verified."""
     path = root / card.file
     checksum = (lambda p: tree_sha256(p, card.files)) if card.tree else sha256sum
+    if not path.exists() and card.format == "sktime":  # the archive copy inside sktime's wheel, if it has one
+        shipped = sktime_archive_dir() / card.file
+        if shipped.exists():
+            path = shipped
+        elif card.url is None:
+            raise DatasetError(f"{card.name}: sktime ships no dataset {card.file!r} (it ships {sktime_shipped()}) "
+                               f"and {path} is missing; put the archive's .ts files there, or point data.dir / "
+                               f"${DATA_DIR_ENV} at a folder that has them")
     if not path.exists() and card.url is None:
         raise DatasetError(f"{card.name}: {path} is missing and the card names no download URL (the file is staged, "
                            f"not published as is); put it there, or point data.dir / ${DATA_DIR_ENV} at a folder "
@@ -252,19 +261,21 @@ LOADERS = {
     "smd": lambda path, card: load_smd(path, card.name, card.files),
     "nab": lambda path, card: load_nab(path, card.name, card.files),
     "ucr": lambda path, card: load_ucr(path, card.name, card.files),
+    "sktime": lambda path, card: read_ts_archive(path, Path(card.file).name, card.name),
 }
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None
-                 ) -> TimeSeries | RecordSet | AnomalySet | SeriesCollection:
+                 ) -> TimeSeries | RecordSet | AnomalySet | SeriesCollection | LabelledSet:
     """Load dataset ``name`` (a card in ``datasets/``): a `TimeSeries`, a `RecordSet` for record data, an
-    `AnomalySet` for a labelled anomaly benchmark, or a `SeriesCollection` for a long-format collection."""
+    `AnomalySet` for a labelled anomaly benchmark, a `SeriesCollection` for a long-format collection, or a
+    `LabelledSet` for a classification archive (``format: sktime``)."""
     card = load_card(name)
     return LOADERS[card.format](fetch(card, data_dir(root)), card)
 
 
 def load_source(name: str, data: DictConfig
-                ) -> tuple[TimeSeries | RecordSet | AnomalySet | SeriesCollection, DatasetCard]:
+                ) -> tuple[TimeSeries | RecordSet | AnomalySet | SeriesCollection | LabelledSet, DatasetCard]:
     """A dataset named in ``data.datasets`` and its card: a card in ``datasets/``, or ``file`` for the user's
     own file (``data.path``, see `tsjepa.data.files`)."""
     if name == "file":

@@ -16,6 +16,11 @@ def fit_scaler(series: TimeSeries, rows: tuple[int, int]) -> StandardScaler:
     return StandardScaler().fit(series.values[start:end])
 
 
+def labelled_scaler(observations: np.ndarray) -> StandardScaler:
+    """Per-channel standardisation of a collection's train observations ``[N, C]`` (NaNs ignored)."""
+    return StandardScaler().fit(observations)
+
+
 def count_windows(rows: tuple[int, int], lookback: int, horizon: int, stride: int = 1) -> int:
     """How many windows (lookback + horizon rows, origins every ``stride`` rows) fit in ``rows``."""
     start, end = rows
@@ -173,3 +178,50 @@ def drop_observations(series: TimeSeries, fraction: float, seed: int) -> np.ndar
         raise ValueError(f"drop fraction must lie in [0, 1), got {fraction}")
     rng = np.random.default_rng(seed)
     return (rng.random(series.values.shape) < fraction) & series.observed
+
+
+class TiledSeries:
+    """A collection of regularly sampled series of any lengths (row ``t`` at time ``t``), each tiled from its
+    last row backwards by windows of ``span`` rows: series ``i`` of ``T_i`` rows gives ``ceil(T_i / span)``
+    windows, the earliest padded as unobserved, so a short series is one window observed only in its last
+    patches and no series is cut or resampled. Windows without an observation are left out. Same interface as
+    `Windows` (``span``, ``len``, ``batch``); ``owner`` ``[N]`` names each window's series.
+
+    Args:
+        values: per series ``[T_i, C]`` float (NaN = unobserved), the same ``C`` channels.
+        span: window duration in rows (time units).
+        channel_ids: ``[C]`` vocabulary ids of the channels.
+        scaler: applied to values (fit on train series only); None keeps raw values.
+    """
+
+    def __init__(self, values: list[np.ndarray], span: float, channel_ids: np.ndarray,
+                 scaler: StandardScaler | None = None) -> None:
+        if span < 1:
+            raise ValueError(f"span must hold at least one row, got {span}")
+        self.span = float(span)
+        width = int(np.floor(self.span + 1e-9))  # rows t with t - end >= -span
+        self.values = [torch.from_numpy(np.ascontiguousarray((v if scaler is None else scaler.transform(v)).T,
+                                                             dtype=np.float32)) for v in values]  # [C, T_i]
+        owner, ends = [], []
+        for i, series in enumerate(values):
+            seen = np.concatenate([[0], np.cumsum(~np.isnan(series).all(1))])
+            for end in range(len(series), 0, -width):
+                if seen[end] > seen[max(end - width, 0)]:
+                    owner.append(i), ends.append(end)
+        self.owner, self.ends = np.array(owner, dtype=np.int64), np.array(ends, dtype=np.int64)
+        self.width = width
+        self.channel_ids = torch.as_tensor(channel_ids, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.owner)
+
+    def batch(self, index: torch.Tensor) -> Batch:
+        """Windows ``index`` ``[B]`` padded to the longest: values/times/observed ``[B, C, T_max]``."""
+        picked = [int(i) for i in index]
+        parts, times = [], []
+        for i in picked:
+            end = int(self.ends[i])
+            start = max(end - self.width, 0)
+            parts.append(self.values[self.owner[i]][:, start:end])
+            times.append(torch.arange(start - end, 0, dtype=torch.float32))
+        return Batch.padded(parts, times, self.channel_ids, -self.span)

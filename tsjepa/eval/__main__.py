@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from tsjepa.resources import resource_dir
 
 TASKS = {"forecast": "tsjepa.eval.forecast", "classify": "tsjepa.eval.classify",
+         "classify-ucr": "tsjepa.eval.classify_ucr",
          "irregular": "tsjepa.eval.irregular", "channels": "tsjepa.eval.channels",
          "rare": "tsjepa.eval.rare", "crosschannel": "tsjepa.eval.crosschannel"}
 CONFIG_DIR = str(resource_dir("configs"))

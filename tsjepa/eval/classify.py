@@ -36,7 +36,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from einops import rearrange  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: E402
 from sklearn.impute import SimpleImputer  # noqa: E402
@@ -51,7 +50,7 @@ from tsjepa.checkpoint import Pretrained, checkpoints_by, from_pretrained, read_
 from tsjepa.data.records import ClippedScaler, RecordSet, RecordWindows  # noqa: E402
 from tsjepa.data.sources import load_source  # noqa: E402
 from tsjepa.device import device_description, resolve_device  # noqa: E402
-from tsjepa.encoding import encode_windows  # noqa: E402
+from tsjepa.encoding import channel_pool, encode_windows  # noqa: E402
 from tsjepa.eval import SeedRows, frozen_encoders, single_dataset  # noqa: E402
 from tsjepa.eval.finetune import train_with_early_stopping  # noqa: E402
 from tsjepa.models import Encoder, EncoderOutput  # noqa: E402
@@ -60,32 +59,6 @@ from tsjepa.results import (  # noqa: E402
     save_figure,
     write_results,
 )
-
-POOLS = ("mean", "max", "last")
-
-
-def channel_pool(embeddings: Tensor, patch_observed: Tensor, pool: Sequence[str] = ("mean",)) -> Tensor:
-    """``[N, C, P, D]`` -> ``[N, C * (len(pool) * D + 1)]``: per channel the ``pool`` statistics of its
-    observed tokens (``mean``, elementwise ``max``, the ``last`` observed token) and a flag saying whether it
-    was observed at all (a never-observed channel pools to zeros)."""
-    unknown = set(pool) - set(POOLS)
-    if unknown or not pool:
-        raise ValueError(f"pool must be a non-empty list of {POOLS}, got {list(pool)}")
-    seen = patch_observed.any(-1, keepdim=True)  # [N, C, 1]
-    w = patch_observed[..., None].to(embeddings.dtype)
-    stats = {
-        "mean": lambda: (embeddings * w).sum(2) / w.sum(2).clamp(min=1),
-        "max": lambda: embeddings.masked_fill(~patch_observed[..., None], float("-inf")).amax(2).where(seen, 0.0),
-        "last": lambda: embeddings[torch.arange(len(embeddings))[:, None], torch.arange(embeddings.shape[1]),
-                                   last_observed(patch_observed)] * seen,
-    }
-    return rearrange(torch.cat([*(stats[p]() for p in pool), seen.to(embeddings.dtype)], -1), "n c f -> n (c f)")
-
-
-def last_observed(patch_observed: Tensor) -> Tensor:
-    """``[N, C, P]`` -> ``[N, C]``: index of each channel's last observed patch (0 when none is)."""
-    positions = torch.arange(patch_observed.shape[-1], device=patch_observed.device)
-    return torch.where(patch_observed, positions, 0).amax(-1)
 
 
 def summary_features(records: RecordSet) -> np.ndarray:
