@@ -133,7 +133,7 @@ class Arm:
     folds: tuple[int, ...] = ()  # one encoder per held-out fold (record datasets)
 
 
-# the study's schedule for the window arms: the cpu preset's steps when it ran (250 since session 11, chosen by
+# the study's schedule for the window arms: the cpu preset's steps when it ran (250 since 1d963d9, chosen by
 # the proj-axes-250 variant for the 10-minute budget), pinned so later seeds stay comparable with its rows
 STUDY_STEPS = ("train.steps=300",)
 ARMS: dict[str, Arm] = {

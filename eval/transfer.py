@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "transfer"
 CORPUS = "tsjepa-base-corpus"
 CORPUS_RUN = ROOT / "runs" / "corpus-base-cpu-s0" / "checkpoints"
-# the shipped corpus encoder's objective (proj-axes: the base preset's in sessions 10-24, recon since session 25)
+# the shipped corpus encoder's objective (proj-axes: the base preset's from c9902be to 2b06c78, recon since)
 # and the study's 300 steps, so own-dataset encoders keep matching the committed table as the presets change
 RECIPE = ["model/objective=proj-axes", "train.steps=300"]
 TARGETS = ("etth1", "ettm1", "weather", "exchange_rate", "illness")
