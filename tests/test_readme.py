@@ -28,3 +28,11 @@ def test_readme_library_examples_run(tmp_path, shared_data, monkeypatch):
     assert scope["features"].shape == (1, 128)
     assert (tmp_path / "etth1-encoder" / "model.safetensors").exists()
     assert (tmp_path / "etth1-predictor" / "prediction-net-state.pt").exists()
+
+
+def test_readme_classification_example_runs():
+    section = README.read_text().split("## Frozen-embedding classification (UCR / UEA)", 1)[1].split("\n## ", 1)[0]
+    code = "\n".join(re.findall(r"```python\n(.*?)```", section, flags=re.S))
+    scope: dict = {}
+    exec(compile(code, str(README), "exec"), scope)
+    assert tuple(scope["features"].shape) == (50, 257)
