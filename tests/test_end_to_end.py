@@ -95,7 +95,7 @@ def test_eval_refuses_too_long_lookback_and_missing_checkpoint(pretrained, tmp_p
 @pytest.mark.parametrize("argv,message", [
     (["-m", "tsjepa.train", "data=etth1", "train.stpes=3"], "Key 'stpes' is not in struct"),
     (["-m", "tsjepa.train", "data=nosuch"], "Could not find 'data/nosuch'"),
-    (["-m", "tsjepa.eval", "forcast", "ckpt=x"], "task is one of ['channels', 'classify', 'crosschannel', 'forecast', 'irregular', 'rare'], got 'forcast'"),
+    (["-m", "tsjepa.eval", "forcast", "ckpt=x"], "task is one of ['channels', 'classify', 'classify-ucr', 'crosschannel', 'forecast', 'irregular', 'rare'], got 'forcast'"),
 ])
 def test_cli_names_bad_arguments(argv, message):
     result = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=120)
