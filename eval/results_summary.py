@@ -93,8 +93,11 @@ def summary_lines() -> list[str]:
         found = [(b, pick(rows, line.where, b)) for b in line.baselines]
         found = [(b, r) for b, r in found if r is not None]
         best = min(found, key=lambda f: f[1][line.metric] * (1 if line.lower_is_better else -1)) if found else None
-        named = f"{best[0][0]} ({best[0][1]})" if best and best[0][0] == "summary-stats" else best and best[0][0]
-        base = f"{named} {fmt(best[1], line.metric)}" if best else "-"
+        base = "-"
+        if best:
+            (model, mode), row = best
+            base = f"{model} ({mode}) " if model == "summary-stats" else f"{model} "  # its modes are two models
+            base += fmt(row, line.metric)
         arrow = "↓" if line.lower_is_better else "↑"
         out.append(f"| {line.harness} | {line.metric} {arrow} | {fmt(ours, line.metric)} | {fmt(twin, line.metric)} | "
                    f"{verdict(ours, twin, line.metric, line.lower_is_better)} | {base} | {ours.get('n_seeds', 1)} | "

@@ -58,10 +58,10 @@ def channel_pool(embeddings: torch.Tensor, patch_observed: torch.Tensor, pool: S
     total, count = (embeddings * w).sum(2), w.sum(2)  # [W, C, D], [W, C, 1]
     peak = embeddings.masked_fill(~patch_observed[..., None], float("-inf")).amax(2)  # [W, C, D]
     if owner is not None:
-        n, width = n_owners or int(owner.max()) + 1, embeddings.shape[1:2]
-        total = total.new_zeros((n, *width, total.shape[-1])).index_add(0, owner, total)
-        count = count.new_zeros((n, *width, 1)).index_add(0, owner, count)
-        peak = peak.new_full((n, *width, peak.shape[-1]), float("-inf")).scatter_reduce(
+        n = n_owners if n_owners is not None else int(owner.max()) + 1
+        total = total.new_zeros((n, *total.shape[1:])).index_add(0, owner, total)
+        count = count.new_zeros((n, *count.shape[1:])).index_add(0, owner, count)
+        peak = peak.new_full((n, *peak.shape[1:]), float("-inf")).scatter_reduce(
             0, owner[:, None, None].expand_as(peak), peak, "amax")
     seen = count > 0
     stats = {

@@ -99,27 +99,19 @@ def scoring_span(encoder: Encoder, data: LabelledSet) -> float:
     return min(encoder.config.span, float(np.ceil(longest / patch) * patch))
 
 
-def embed_splits(encoder: Encoder, data: LabelledSet, ids: np.ndarray, cfg: DictConfig, device
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """``[N_train, F]`` and ``[N_test, F]`` series embeddings (values scaled on the train split)."""
-    scaler = labelled_scaler(data.train.observations())
-    span = encoder.config.span
-    out = []
-    for split in (data.train, data.test):
-        tiles = TiledSeries(split.values, span, ids, scaler)
-        out.append(series_embeddings(encoder, tiles, cfg.eval.pool, cfg.eval.batch_size, device).numpy())
-    return out[0], out[1]
-
-
 def encoder_rows(pretrained: Pretrained, seed: int, data: LabelledSet, card: DatasetCard, cfg: DictConfig,
-                 device, random_baseline: bool) -> list[dict]:
-    """Rows of one checkpoint (and, with ``random_baseline``, its random-init twin drawn with ``seed``)."""
+                 device, random_baseline: bool, scaler: StandardScaler) -> list[dict]:
+    """Rows of one checkpoint (and, with ``random_baseline``, its random-init twin drawn with ``seed``); series
+    values scaled by ``scaler`` (fit on the train split)."""
     ids = channel_ids(pretrained, card, data.channels)
-    encoders = frozen_encoders(pretrained, seed, random_baseline, device, scoring_span(pretrained.encoder, data))
+    span = scoring_span(pretrained.encoder, data)
+    encoders = frozen_encoders(pretrained, seed, random_baseline, device, span)
+    tiles = [TiledSeries(split.values, span, ids, scaler) for split in (data.train, data.test)]  # both encoders'
     rows = []
     for name, encoder in encoders.items():
         source = pretrained.config.get("data", {}).get("name", "?") if name == "tsjepa" else "-"
-        train, test = embed_splits(encoder, data, ids, cfg, device)
+        train, test = (series_embeddings(encoder, t, cfg.eval.pool, cfg.eval.batch_size, device).numpy()
+                       for t in tiles)
         rows += head_rows(train, test, data, {"model": name, "pretrained_on": source})
     return rows
 
@@ -211,14 +203,16 @@ def run(cfg: DictConfig) -> Path:
     if not isinstance(data, LabelledSet):
         raise ValueError(f"{TASK} scores a classification archive (a card with format: sktime, e.g. data=gunpoint); "
                          f"{name!r} is a {type(data).__name__}")
+    scaler = labelled_scaler(data.train.observations())
     scored = SeedRows()
     for seed, ckpt in seed_checkpoints(cfg).items():
         pretrained = from_pretrained(ckpt, device)
         scored.add(seed, ckpt, pretrained.step,
-                   encoder_rows(pretrained, seed, data, card, cfg, device, cfg.eval.random_baseline))
+                   encoder_rows(pretrained, seed, data, card, cfg, device, cfg.eval.random_baseline, scaler))
     rows = scored.aggregate(("model", "pretrained_on", "mode"), ("accuracy", "val_accuracy"))
     for ckpt in cfg.eval.zero_shot or []:
-        zero_shot = encoder_rows(from_pretrained(ckpt, device), scored.seeds[0], data, card, cfg, device, False)
+        zero_shot = encoder_rows(from_pretrained(ckpt, device), scored.seeds[0], data, card, cfg, device, False,
+                                 scaler)
         rows += [r | {"pretrained_on": f"{r['pretrained_on']} (zero-shot)", "ckpt": str(ckpt), "n_seeds": 1}
                  for r in zero_shot]
     if cfg.eval.baselines:
