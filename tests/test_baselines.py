@@ -59,3 +59,36 @@ def test_weighted_ridge_matches_sklearn_and_repeated_rows():
     robust = fit_ridge(x, y_out, x, y, [0.1], tiny, weight)
     np.testing.assert_allclose(robust(x[1:]).numpy(), fit_ridge(x[1:], y[1:], x, y, [0.1], weight[1:])(x[1:]).numpy(),
                                atol=1e-5)
+
+
+def test_ridge_rows_share_moments_across_nested_fits_and_match_direct_fits():
+    """Fits on row subsets of one `RidgeRows` (nested prefixes, a recent range, gaps) give the fit on those rows
+    alone, and the moment-based validation choice is the alpha a direct validation error would pick."""
+    from tsjepa.heads import Moments, RidgeRows, fit_ridge, fit_ridge_rows
+
+    gen = torch.Generator().manual_seed(1)
+    x, x_val = torch.randn(300, 6, generator=gen) + 3, torch.randn(120, 6, generator=gen) + 3
+    coef = torch.randn(6, 4, generator=gen)
+    y = x @ coef + 2 * torch.randn(300, 4, generator=gen)
+    y_val = x_val @ coef + 2 * torch.randn(120, 4, generator=gen)
+    w, w_val = torch.rand(300, generator=gen) + 0.5, torch.rand(120, generator=gen) + 0.5
+    rows, rows_val = RidgeRows(x, w), RidgeRows(x_val, w_val)
+    alphas = [1e-3, 1e-1, 10.0, 1e3]
+    gaps = torch.rand(300, generator=gen) > 0.2
+    for end, start, holes in ((300, 0, False), (200, 0, False), (250, 0, False), (250, 100, True), (120, 30, False)):
+        select = torch.zeros(300, dtype=torch.bool)
+        select[start:end] = True
+        if holes:
+            select &= gaps
+        direct = Moments.of(x[select], w[select])
+        torch.testing.assert_close(rows.moments(select).second, direct.second)
+        shared = fit_ridge_rows(rows, select, y[select], rows_val, torch.ones(120, dtype=torch.bool), y_val, alphas)
+        alone = fit_ridge(x[select], y[select], x_val, y_val, alphas, w[select], w_val)
+        torch.testing.assert_close(shared.weight, alone.weight)
+        # the alpha of the lowest weighted validation MSE, computed from predictions
+        errors = [(w_val.double() @ ((fit_ridge(x[select], y[select], x_val, y_val, [a], w[select], w_val)(x_val)
+                                      - y_val.double()) ** 2).mean(-1)).item() for a in alphas]
+        assert shared.alpha == alphas[errors.index(min(errors))]
+    assert len(rows.prefixes) > 2  # prefixes were kept and reused
+    with pytest.raises(ValueError, match="no row"):
+        rows.moments(torch.zeros(300, dtype=torch.bool))

@@ -48,6 +48,7 @@ from tsjepa.heads import (  # noqa: E402
     normalise,
     probe_features,
     probe_predict,
+    probe_rows,
     smoother_probe,
 )
 from tsjepa.models import Encoder, EncoderOutput  # noqa: E402
@@ -283,12 +284,13 @@ def score_seed(cfg: DictConfig, ckpt: str, pretrained: Pretrained, data: Forecas
         # embeddings, and how much of the lookback window a ridge map recovers from them
         health[model] = {**embedding_health(encoded["test"], seed),
                          "lookback_r2": lookback_recoverability(encoded, base, alphas)}
+        rows_of = probe_rows(encoded)  # one set of probe rows (and their moments) for every horizon's fits
         for horizon in horizons:
             splits = HorizonSplits.build(data, horizon, stride)
             part = {s: o.take(slice(splits.n(s))) for s, o in encoded.items()}
             for fraction in fractions:
                 preds, targets = {}, {s: b.target for s, b in splits.full.items()}
-                head = fit_probe(part, targets, splits.fit_rows(fraction), alphas)
+                head = fit_probe(part, targets, splits.fit_rows(fraction), alphas, rows_of)
                 penalties[f"{model}/{horizon}@{fraction:g}"] = head.alpha
                 preds[model, "probe"] = {s: rearrange(probe_predict(head, part[s]), "n c h -> (n c) h")
                                          for s in ("val", "test")}
@@ -296,7 +298,7 @@ def score_seed(cfg: DictConfig, ckpt: str, pretrained: Pretrained, data: Forecas
                     if layers != (-1,):
                         raise ValueError("eval.modes=[finetune] fine-tunes the last layer's head; set "
                                          "eval.probe_layers=[-1]")
-                    heads = {float(k): smoother_probe(head, part, targets, splits.fit_rows(fraction), k)
+                    heads = {float(k): smoother_probe(head, part, targets, splits.fit_rows(fraction), k, rows_of)
                              for k in cfg.eval.finetune.head_penalty_scales}
                     tuned, log = finetune(
                         encoder, heads, data.windows("train", horizon),
@@ -307,7 +309,7 @@ def score_seed(cfg: DictConfig, ckpt: str, pretrained: Pretrained, data: Forecas
                         predict(tuned, splits.windows["test"], cfg.eval.batch_size, device), "n c h -> (n c) h")}
                     finetune_logs[f"{model}/{horizon}"] = log
                 record(splits, horizon, fraction, preds)
-        del encoded, part  # the next encoder's features take their place
+        del encoded, part, rows_of  # the next encoder's features take their place
     # rows in (horizon, fraction) order; within one: baselines, then each encoder's rows
     rows.sort(key=lambda r: (horizons.index(r["horizon"]), r["train_fraction"]))
     for model, mode, fraction in dict.fromkeys((r["model"], r["mode"], r["train_fraction"]) for r in rows):
