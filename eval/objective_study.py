@@ -133,12 +133,13 @@ class Arm:
     folds: tuple[int, ...] = ()  # one encoder per held-out fold (record datasets)
 
 
-# the study's schedule for the window arms: the cpu preset's steps when it ran (250 since 1d963d9, chosen by
-# the proj-axes-250 variant for the 10-minute budget), pinned so later seeds stay comparable with its rows
-STUDY_STEPS = ("train.steps=300",)
+# the study's schedule for the window arms (the cpu preset's steps and batch when it started), and the forecast
+# probe's fit rows then, pinned so later seeds stay comparable with its rows as the defaults change
+STUDY_STEPS = ("train.steps=300", "train.batch_size=64")
+STUDY_FORECAST = ("eval.max_fit_rows=100000",)
 ARMS: dict[str, Arm] = {
-    "etth1": Arm(("forecast",), ("val_mse",), True, "probe", "linear", train=STUDY_STEPS),
-    "weather": Arm(("forecast",), ("val_mse",), True, "probe", "linear", train=STUDY_STEPS),
+    "etth1": Arm(("forecast",), ("val_mse",), True, "probe", "linear", train=STUDY_STEPS, evals=STUDY_FORECAST),
+    "weather": Arm(("forecast",), ("val_mse",), True, "probe", "linear", train=STUDY_STEPS, evals=STUDY_FORECAST),
     "physionet2012": Arm(("classify",), ("val_auroc",), False, "probe", "summary-stats/logistic",
                          train=("train.batch_size=32", "train.steps=150", "train.warmup=20"),
                          evals=("eval.folds=[0,1,2]", "eval.modes=[probe]"), folds=(0, 1, 2)),

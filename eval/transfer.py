@@ -59,8 +59,10 @@ RUNS = ROOT / "runs" / "transfer"
 CORPUS = "tsjepa-base-corpus"
 CORPUS_RUN = ROOT / "runs" / "corpus-base-cpu-s0" / "checkpoints"
 # the shipped corpus encoder's objective (proj-axes: the base preset's from c9902be to 2b06c78, recon since)
-# and the study's 300 steps, so own-dataset encoders keep matching the committed table as the presets change
-RECIPE = ["model/objective=proj-axes", "train.steps=300"]
+# and the study's 300 steps of 64 windows, so own-dataset encoders keep matching the committed table as the presets change
+RECIPE = ["model/objective=proj-axes", "train.steps=300", "train.batch_size=64"]
+# the forecast probe's fit rows of the committed tables (the default until 2026-12-07)
+PROBE = ("eval.max_fit_rows=100000",)
 TARGETS = ("etth1", "ettm1", "weather", "exchange_rate", "illness")
 FRACTIONS = "[0.05,0.1,1.0]"
 # own-dataset encoders the objective study trains with this recipe (same steps, seed 0); pretrained here when
@@ -163,7 +165,7 @@ def score(target: str) -> None:
         path = result(target, which)
         if current(target, which, ckpt):
             continue
-        run([sys.executable, "-m", "tsjepa.eval", "forecast", f"data={target}", f"ckpt={ckpt}", f"seed={seed}",
+        run([sys.executable, "-m", "tsjepa.eval", "forecast", *PROBE, f"data={target}", f"ckpt={ckpt}", f"seed={seed}",
              f"eval.train_fractions={FRACTIONS}", f"eval.random_baseline={twin}", f"out_dir={path.parents[1]}"])
 
 
@@ -267,7 +269,7 @@ def scaling(targets: list[str], out_dir: str) -> Path:
         for step, ckpt in snapshots().items():
             path = RUNS / target / f"eval-step-{step}" / "forecast" / f"{target}.json"
             if not fresh(path, ckpt):
-                run([sys.executable, "-m", "tsjepa.eval", "forecast", f"data={target}", f"ckpt={ckpt}",
+                run([sys.executable, "-m", "tsjepa.eval", "forecast", *PROBE, f"data={target}", f"ckpt={ckpt}",
                      "eval.random_baseline=false", f"out_dir={path.parents[1]}"])
             record = json.loads(path.read_text())
             device, wall = record["device"], wall + record["wall_s"]
@@ -317,7 +319,7 @@ def corpus_seed_evaluation(target: str, seed: int) -> Path:
     if seed > 0 or not fresh(path, ckpt):
         path = result(target, f"corpus-seed{seed}")
     if not fresh(path, ckpt):
-        run([sys.executable, "-m", "tsjepa.eval", "forecast", f"data={target}", f"ckpt={ckpt}", "seed=0",
+        run([sys.executable, "-m", "tsjepa.eval", "forecast", *PROBE, f"data={target}", f"ckpt={ckpt}", "seed=0",
              f"eval.train_fractions={FRACTIONS}", "eval.random_baseline=false", f"out_dir={path.parents[1]}"])
     return path
 
@@ -431,7 +433,7 @@ def share(targets: list[str], out_dir: str) -> Path:
         for k, last in share_encoders.items():
             path = RUNS / target / f"eval-share-s{k}-full" / "forecast" / f"{target}.json"
             if not fresh(path, last):
-                run([sys.executable, "-m", "tsjepa.eval", "forecast", f"data={target}", f"ckpt={last}",
+                run([sys.executable, "-m", "tsjepa.eval", "forecast", *PROBE, f"data={target}", f"ckpt={last}",
                      "eval.random_baseline=false", f"out_dir={path.parents[1]}"])
             evaluations[fraction][k] = path
         for corpus_share, paths in evaluations.items():
