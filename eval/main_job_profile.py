@@ -6,7 +6,7 @@ This script
 
 1. profiles pretraining steps of the default recipe in this process: the wall time per step of each forward
    part (the whole-window encoder pass, the context pass, predictor, projector, SIGReg, reconstruction head),
-   the backward pass and the optimizer step, averaged over ``--steps`` steps after one warm-up step;
+   the backward pass with clipping and the optimizer step, averaged over ``--steps`` steps after one warm-up step;
 2. runs the main job itself, each command in a fresh process into a scratch folder, timing both, and
    profiles the evaluation (cProfile): encoding every window, the ridge fits (moments, cross terms, solves),
    the lookback diagnostic and the rest.
@@ -39,7 +39,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from tsjepa.device import device_description  # noqa: E402
 from tsjepa.objective import JEPA  # noqa: E402
 from tsjepa.results import save_figure, write_results  # noqa: E402
-from tsjepa.train import CONFIG_DIR, Distributed, build, pretraining_windows, sample_batch  # noqa: E402
+from tsjepa.train import CONFIG_DIR, Distributed, build, pretraining_windows, sample_batch, train_step  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # evaluation functions whose cumulative time the profile reports: (label, file suffix, function name)
@@ -82,15 +82,22 @@ class StepTimer:
 
 
 def profile_steps(steps: int) -> tuple[list[dict], str]:
-    """Rows ``{"part", "wall_s"}`` (seconds per step) of the default recipe's pretraining steps on ETTh1."""
+    """Rows ``{"part", "wall_s"}`` (seconds per step) of the default recipe's pretraining steps on ETTh1, each
+    step the training loop's own (`train_step`), split at the end of the forward pass (a forward hook on the
+    objective) and at the optimizer step (its pre-hook)."""
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("train")
     windows, _ = pretraining_windows(cfg)
     jepa = build(cfg, windows[0].span, cfg.seed)
     if not isinstance(jepa, JEPA):
         raise TypeError(f"the default objective is {type(jepa).__name__}; this profile times the JEPA parts")
-    optimizer = torch.optim.AdamW(jepa.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in jepa.parameters() if p.requires_grad], lr=cfg.train.lr,
+                                  weight_decay=cfg.train.weight_decay)
+    marks: dict[str, float] = {}
+    jepa.register_forward_hook(lambda *_: marks.__setitem__("forward", time.perf_counter()))
+    optimizer.register_step_pre_hook(lambda *_: marks.__setitem__("backward", time.perf_counter()))
     timer = StepTimer(jepa)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
     total = defaultdict(float)
     for step in range(steps + 1):
         if step == 1:  # the first step warms up allocators and kernels
@@ -99,22 +106,16 @@ def profile_steps(steps: int) -> tuple[list[dict], str]:
         gen = torch.Generator().manual_seed(step)
         start = time.perf_counter()
         batch = sample_batch(windows, cfg.train.batch_size, gen, Distributed())
-        out = jepa(batch, step, gen, with_embeddings=False)
-        middle = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        after_backward = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(jepa.parameters(), cfg.train.grad_clip)
-        optimizer.step()
+        train_step(jepa, jepa, optimizer, batch, step, gen, cfg.train, autocast)
         end = time.perf_counter()
-        total["batch + forward"] += middle - start
-        total["backward"] += after_backward - middle
-        total["clip + optimizer step"] += end - after_backward
+        total["batch + forward"] += marks["forward"] - start
+        total["backward + clip"] += marks["backward"] - marks["forward"]
+        total["optimizer step + target update"] += end - marks["backward"]
     parts = [{"part": f"forward: {k}", "wall_s": v / steps} for k, v in timer.total.items()]
     forward = total["batch + forward"] / steps
     parts.append({"part": "forward: the rest (batch, masks, losses)", "wall_s": forward - sum(p["wall_s"] for p in parts)})
-    rows = [*parts, {"part": "backward", "wall_s": total["backward"] / steps},
-            {"part": "clip + optimizer step", "wall_s": total["clip + optimizer step"] / steps}]
+    rows = [*parts, *({"part": k, "wall_s": total[k] / steps} for k in ("backward + clip",
+                                                                          "optimizer step + target update"))]
     rows.append({"part": "one step", "wall_s": sum(r["wall_s"] for r in rows)})
     recipe = (f"batch {cfg.train.batch_size}, {cfg.train.steps} steps, objective {cfg.model.objective.kind} "
               f"(reconstruction weight {cfg.model.objective.reconstruction_weight})")

@@ -19,7 +19,8 @@ not re-scored.
 
     python eval/objective_study.py                                  # every variant, seed 0
     python eval/objective_study.py --variants default proj-axes --seeds 0 1 2
-    python eval/objective_study.py --stage collect                  # only rebuild the table
+    python eval/objective_study.py collect                          # only rebuild the table
+    python eval/objective_study.py summary                          # every objective on every arm, one table
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tsjepa.results import aggregate_seeds, save_figure, write_results  # noqa: E402
+from tsjepa.results import aggregate_seeds, markdown_table, save_figure, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OBJ = "model.objective"
@@ -432,9 +433,106 @@ def select_presets(tables: dict[str, dict]) -> list[dict]:
     return rows
 
 
+# the cross-harness summary: its objectives (the peers, then the recipes the presets have used) and its columns
+# (arm, test metric, lower is better); cells are test scores, reported beside the validation-selected recipes
+SUMMARY_VARIANTS = ("mae", "contrastive", "ijepa", "default", "proj-axes", "recon", "recon-ema")
+SUMMARY_COLUMNS = (("etth1", "mse", True), ("weather", "mse", True), ("physionet2012", "auroc", False),
+                   ("smd", "auc_pr", False), ("smd", "hitrate@150", False))
+
+
+def best_cells(cells: dict[str, dict], lower_is_better: bool) -> str | None:
+    """The row whose value in one column beats the runner-up by more than both their stds, or None. ``cells``:
+    row -> {"value", "std", "n_seeds"}; rows of one seed from a seeded run have no std and take no part (a
+    deterministic baseline, ``std`` 0, does)."""
+    ranked = sorted(((row, c) for row, c in cells.items() if c["std"] is not None),
+                    key=lambda item: item[1]["value"], reverse=not lower_is_better)
+    if len(ranked) < 2:
+        return None
+    (row, best), (_, second) = ranked[:2]
+    return row if abs(best["value"] - second["value"]) > max(best["std"], second["std"]) else None
+
+
+def summary_rows(tables: dict[str, dict]) -> tuple[list[dict], dict[str, str | None]]:
+    """One row per objective of `SUMMARY_VARIANTS`, the random-init twin and each arm's reference baseline;
+    a cell per `SUMMARY_COLUMNS` entry (``<arm>:<metric>``, with ``_std`` and ``_n_seeds``); and per column the
+    row marked best (`best_cells`). ``tables``: arm -> its committed study record."""
+    labels = [*SUMMARY_VARIANTS, "random-init", *dict.fromkeys(ARMS[a].reference for a, _, _ in SUMMARY_COLUMNS)]
+    rows = {label: {"model": "tsjepa" if label in VARIANTS else label,
+                    "variant": label if label in VARIANTS else "-", "mode": "summary", "horizon": None}
+            for label in labels}
+    best = {}
+    for arm, metric, lower in SUMMARY_COLUMNS:
+        column, cells = f"{arm}:{metric}", {}
+        for r in tables.get(arm, {}).get("rows", []):
+            label = r["variant"] if r["model"] == "tsjepa" else r["model"]
+            if label not in rows or metric not in r:
+                continue
+            baseline = r["mode"] == "baseline"
+            std = 0.0 if baseline else r.get(f"{metric}_std")
+            cells[label] = {"value": r[metric], "std": std, "n_seeds": r.get("n_seeds", 1)}
+            rows[label] |= {column: r[metric], f"{column}_std": std, f"{column}_n_seeds": r.get("n_seeds", 1)}
+        best[column] = best_cells(cells, lower)
+    return [r for r in rows.values() if any(":" in k for k in r)], best
+
+
+def plot_summary_shortcut(tables: dict[str, dict], path: Path, device: str) -> None:
+    """Every scored run of every arm: its selection score's gain over the arm's random-init twin (as a fraction
+    of the twin's score, positive = better) against its ``slot_share``."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for arm, table in tables.items():
+        rows = [r for r in table["rows"] if r["model"] in ("tsjepa", "random-init")]
+        twin = next((selection_score(ARMS[arm], r) for r in rows if r["model"] == "random-init"), None)
+        points = [(r["slot_share"], (selection_score(ARMS[arm], r) - twin) / abs(twin), r.get("variant", "-"))
+                  for r in rows if twin is not None and r.get("slot_share") is not None]
+        if not points:
+            continue
+        ax.scatter([p[0] for p in points], [p[1] for p in points], label=arm, s=22)
+        for x, y, name in points:
+            if name in SUMMARY_VARIANTS:
+                ax.annotate(name, (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    ax.axhline(0, color="black", lw=0.8, ls="--")
+    ax.set_xlabel("slot_share (share of token variance explained by the (channel, patch) slot)")
+    ax.set_ylabel("validation gain over random-init")
+    ax.legend(fontsize=8)
+    ax.set_title("Probe quality against the positional shortcut, every objective of every arm", fontsize=10)
+    save_figure(fig, path, device)
+
+
+def write_summary(out_dir: Path, wall_s: float) -> None:
+    tables = {arm: json.loads(path.read_text()) for arm in ARMS
+              if (path := out_dir / "objective-study" / f"{arm}.json").exists()}
+    if not tables:
+        raise SystemExit(f"no arm table under {out_dir / 'objective-study'}: score an arm first")
+    rows, best = summary_rows(tables)
+    columns = [f"{arm}:{metric}" for arm, metric, _ in SUMMARY_COLUMNS]
+    shown = []
+    for r in rows:
+        line = {"objective": r["variant"] if r["model"] == "tsjepa" else r["model"]}
+        for c in columns:
+            if c not in r:
+                line[c] = "-"
+                continue
+            std, n = r[f"{c}_std"], r[f"{c}_n_seeds"]
+            cell = f"{r[c]:.4f}" + (f" ± {std:.4f}" if std else "") + (f" ({n} seed)" if std is None else "")
+            line[c] = f"**{cell}**" if best[c] == line["objective"] else cell
+        shown.append(line)
+    device = " / ".join(sorted({t["device"] for t in tables.values()}))
+    notes = ("Test scores of each objective on every arm of the study (mean ± std over pretraining seeds; `(1 seed)`: "
+             "one seed, no std, never marked), from the committed arm tables. **Bold**: the cell beats the "
+             "runner-up by more than both their stds (single-seed cells take no part; the raw baselines are "
+             "deterministic, std 0). Lower is better for `mse`, higher for `auroc`, `auc_pr`, `hitrate@150`. "
+             "The recipes themselves were chosen on the validation splits (each arm's table); this table only "
+             "reports.\n\n" + markdown_table(shown))
+    out = write_results(out_dir, "objective-study", "summary", rows, seed=sorted(
+        {s for t in tables.values() for v in t["variants"].values() for s in v["seeds"]}), device=device,
+        wall_s=wall_s, extra={"best": best}, notes=notes)
+    plot_summary_shortcut(tables, out.with_suffix(".png"), device)
+    print(f"results: {out} (+ .md, .png)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", nargs="?", default="all", choices=["all", "pretrain", "score", "collect", "presets"])
+    parser.add_argument("stage", nargs="?", default="all", choices=["all", "pretrain", "score", "collect", "presets", "summary"])
     parser.add_argument("--data", default="etth1", choices=list(ARMS))
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
@@ -444,8 +542,8 @@ def main() -> None:
     parser.add_argument("--out-dir", default=str(ROOT / "eval" / "results"))
     args = parser.parse_args()
     start = time.time()
-    if args.stage == "presets":
-        write_presets(Path(args.out_dir), time.time() - start)
+    if args.stage in ("presets", "summary"):
+        (write_presets if args.stage == "presets" else write_summary)(Path(args.out_dir), time.time() - start)
         return
     scored = False
     for name in args.variants:

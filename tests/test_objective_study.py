@@ -193,3 +193,30 @@ def test_the_command_lines_objective_wins_over_the_data_configs():
     recon = compose_config("train", ["data=corpus", "model/objective=recon"])
     assert (corpus.model.objective.reconstruction_weight, recon.model.objective.reconstruction_weight) == (0.0, 1.0)
     assert recon.model.encoder == corpus.model.encoder and recon.train == corpus.train
+
+
+def test_summary_marks_a_cell_best_only_beyond_both_stds_and_never_from_one_seed(tmp_path):
+    def row(variant, mse, std, n):
+        return {"model": "tsjepa", "variant": variant, "mode": "probe", "val_mse": 2 * mse, "mse": mse, "mse_std": std,
+                "n_seeds": n, "slot_share": 0.9}
+
+    etth1 = {"device": "cpu", "variants": {"ijepa": {"seeds": [0, 1, 2]}}, "rows": [
+        row("ijepa", 0.40, 0.002, 3), row("mae", 0.43, 0.003, 3),
+        {**row("contrastive", 0.30, None, 1), "mse_std": None},  # one seed: shown, never best
+        {"model": "random-init", "variant": "-", "mode": "probe", "val_mse": 0.8, "mse": 0.401, "mse_std": 0.002,
+         "n_seeds": 3},
+        {"model": "linear", "variant": "-", "mode": "baseline", "mse": 0.45, "n_seeds": 1}]}
+    rows, best = study.summary_rows({"etth1": etth1})
+    assert best["etth1:mse"] is None  # ijepa .400 ± .002 against random-init .401 ± .002: within the std
+    etth1["rows"][0]["mse"] = 0.39
+    rows, best = study.summary_rows({"etth1": etth1})
+    assert best["etth1:mse"] == "ijepa"
+    by_name = {r["variant"] if r["model"] == "tsjepa" else r["model"]: r for r in rows}
+    assert by_name["linear"]["etth1:mse_std"] == 0.0 and by_name["contrastive"]["etth1:mse_n_seeds"] == 1
+    assert "weather:mse" not in by_name["ijepa"]  # an arm without a table leaves its cells empty
+    (tmp_path / "objective-study").mkdir()
+    (tmp_path / "objective-study" / "etth1.json").write_text(json.dumps(etth1))
+    study.write_summary(tmp_path, 0.0)
+    table = (tmp_path / "objective-study" / "summary.md").read_text()
+    assert "**0.3900 ± 0.0020**" in table and "0.3000 (1 seed)" in table
+    assert (tmp_path / "objective-study" / "summary.png").stat().st_size > 0

@@ -17,6 +17,13 @@ CHUNK = 16384  # rows per float64 block: memory stays O(CHUNK * F) beside the fe
 PREFIX_CACHE = 8  # prefix moments a `RidgeRows` keeps (each F x F float64)
 
 
+def block(x: Tensor, rows: Tensor) -> Tensor:
+    """``x[rows]`` for sorted distinct row indices ``rows`` ``[n]``: a view (no copy) where they are contiguous."""
+    if len(rows) and int(rows[-1] - rows[0]) + 1 == len(rows):
+        return x[int(rows[0]):int(rows[-1]) + 1]
+    return x[rows]
+
+
 @dataclass
 class Ridge:
     weight: Tensor  # [F, H]
@@ -112,7 +119,7 @@ class RidgeRows:
         if len(index) != len(y):
             raise ValueError(f"{len(y)} targets for {len(index)} selected rows")
         w, y = self.weight[index], y.double()
-        xy = sum((self.x[rows].double() * wb[:, None]).T @ yb
+        xy = sum((block(self.x, rows).double() * wb[:, None]).T @ yb
                  for rows, wb, yb in zip(index.split(CHUNK), w.split(CHUNK), y.split(CHUNK), strict=True))
         return xy, w @ y, w @ (y**2).sum(-1)
 

@@ -164,6 +164,27 @@ def learning_rate(step: int, cfg: DictConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def train_step(model: torch.nn.Module, jepa: Objective, optimizer: torch.optim.Optimizer, batch: Batch, step: int,
+               gen: torch.Generator, schedule: DictConfig, autocast: torch.autocast, with_embeddings: bool = False
+               ) -> dict[str, torch.Tensor]:
+    """One optimisation step of ``jepa`` (called through ``model``: itself, or its DDP wrapper) on ``batch``:
+    the learning rate of ``step`` (`learning_rate` of the ``train`` config ``schedule``), the forward pass under
+    ``autocast`` (masks drawn from ``gen``), backward, gradient clipping at ``schedule.grad_clip``, the optimizer
+    step and the target update. Returns the objective's outputs (``loss`` and its parts; the token
+    ``embeddings`` when ``with_embeddings``)."""
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(step, schedule)
+    with autocast:
+        out = model(batch, step, gen, with_embeddings=with_embeddings)
+    optimizer.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]],
+                                   schedule.grad_clip)
+    optimizer.step()
+    jepa.update_target()
+    return out
+
+
 def build(cfg: DictConfig, span: float, seed: int) -> Objective:
     """The configured objective (``model.objective.kind``) around a new encoder of windows of ``span``."""
     encoder = Encoder(EncoderConfig(span=span, **cfg.model.encoder))
@@ -376,16 +397,8 @@ def run_training(cfg: DictConfig, sources: list[tuple[TimeSeries, DatasetCard]] 
         gen = torch.Generator().manual_seed(step_seed)  # batch and masks
         torch.manual_seed(step_seed)  # dropout etc.
         batch = sample_batch(windows, cfg.train.batch_size, gen, ddp, **mixture).to(device)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, cfg.train)
         logs = ddp.main and ((step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps)
-        with autocast:
-            out = model(batch, step, gen, with_embeddings=logs)
-        optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-        optimizer.step()
-        jepa.update_target()
+        out = train_step(model, jepa, optimizer, batch, step, gen, cfg.train, autocast, with_embeddings=logs)
         if (step + 1) % TRIM_EVERY == 0:  # keep host memory from growing with the steps (see the function)
             release_freed_host_memory()
         if logs:
