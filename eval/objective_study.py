@@ -44,12 +44,12 @@ from tsjepa.results import aggregate_seeds, markdown_table, save_figure, write_r
 ROOT = Path(__file__).resolve().parents[1]
 OBJ = "model.objective"
 PROJECTOR = f"{OBJ}.projector=[512,512,64]"
-# The study's reference: the original recipe, with every objective key a variant or a preset changes pinned, so a
+# The study's reference: the original recipe, with every objective (and encoder) key a variant or a preset changes pinned, so a
 # variant means the same run whatever the presets select later (the presets adopt the study's picks)
 REFERENCE = {f"{OBJ}.projector": "[]", f"{OBJ}.sigreg_on": "tokens", f"{OBJ}.views": "0",
              f"{OBJ}.reconstruction_weight": "0.0", f"{OBJ}.ema": "0.0", f"{OBJ}.centre_slots": "false",
              f"{OBJ}.kind": "jepa", f"{OBJ}.content_targets": "false", f"{OBJ}.position_noise": "0.0",
-             f"{OBJ}.target_norm": "none"}
+             f"{OBJ}.target_norm": "none", "model.encoder.position": "absolute"}
 AXES = [PROJECTOR, f"{OBJ}.sigreg_on=axes"]  # the ETTh1 screen's pick, base of its ablations
 RECON = f"{OBJ}.reconstruction_weight=1.0"
 EMA = f"{OBJ}.ema=0.996"
@@ -106,6 +106,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                     [PROJECTOR, RECON, f"{OBJ}.sigreg_on=slots"]),
     "recon-within": ("recon; SIGReg across time within each window only, at LeNEPA's strong weight (lambda 0.95: "
                      "19x the prediction loss)", [PROJECTOR, RECON, f"{OBJ}.sigreg_on=within", f"{OBJ}.lam=0.95"]),
+    "recon-rope": ("recon; relative positions only (LeNEPA): no absolute time encoding in the encoder's tokens, RoPE in "
+                   "its time attention (the predictor keeps its own time encoding)",
+                   [*AXES, RECON, "model.encoder.position=rotary"]),
 }
 
 

@@ -3,6 +3,7 @@ bad inputs and bad config keys. Each case asserts the specific error or the exac
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -171,18 +172,23 @@ def test_resuming_with_another_configuration_is_refused(pretrained, tmp_path, ov
     assert (run_dir / "checkpoints" / "last" / "config.json").read_text() == before
 
 
-def test_a_run_saved_before_an_objective_option_existed_resumes_with_its_default(pretrained, tmp_path):
+@pytest.mark.parametrize("section,key,override,changed", [
+    ("objective", "centre_slots", "model.objective.centre_slots=true", "objective.centre_slots: False -> True"),
+    ("encoder", "position", "model.encoder.position=rotary", "encoder.position: 'absolute' -> 'rotary'"),
+])
+def test_a_run_saved_before_an_option_existed_resumes_with_its_default(pretrained, tmp_path, section, key, override,
+                                                                       changed):
     run_dir = tmp_path / "run"
     shutil.copytree(pretrained.parents[1], run_dir)
     config_path = run_dir / "checkpoints" / "last" / "config.json"
     config = json.loads(config_path.read_text())
-    del config["objective"]["centre_slots"]  # as written before the option existed
+    del config[section][key]  # as written before the option existed
     config_path.write_text(json.dumps(config))
     assert from_pretrained(train_module.train(train_config(run_dir, steps=6))).step == 6
-    with pytest.raises(ValueError, match="objective.centre_slots: False -> True"):
+    with pytest.raises(ValueError, match=re.escape(changed)):
         train_module.train(compose_config("train", [
             "data=etth1", f"run_dir={run_dir}", "train.steps=8", "train.batch_size=8", "train.warmup=2",
-            "train.log_every=2", "train.ckpt_every=2", *TINY_MODEL, "model.objective.centre_slots=true"]))
+            "train.log_every=2", "train.ckpt_every=2", *TINY_MODEL, override]))
 
 
 def test_a_longer_schedule_resumes_and_a_shorter_one_is_refused(pretrained, tmp_path):

@@ -127,3 +127,33 @@ def test_cropped_encoder_keeps_every_observed_patch_of_short_windows(encoder):
     for span in (20.0, 0.0, 72.0):
         with pytest.raises(ValueError, match="do not fit this encoder"):
             encoder.cropped(span)
+
+
+def test_rotary_attention_depends_on_positions_only_through_their_differences():
+    from tsjepa.models.blocks import Attention, rotary
+
+    torch.manual_seed(0)
+    attention = Attention(32, heads=4).eval()
+    x, keys = torch.randn(3, 8, 32), torch.ones(3, 8, dtype=torch.bool)
+    positions = torch.arange(-8, 0, dtype=torch.float32) * 0.7
+    out = attention(x, keys, rotary(positions, 8))
+    torch.testing.assert_close(attention(x, keys, rotary(positions + 11.3, 8)), out, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(attention(x, keys, rotary(positions * 2, 8)), out, atol=1e-3)  # other distances
+    assert not torch.allclose(attention(x, keys), out, atol=1e-3)  # the rotation takes part
+
+
+def test_a_rotary_encoder_puts_no_absolute_time_in_its_tokens():
+    """With position=rotary a window whose patches all hold the same values gives the same input token at every
+    patch (time enters only through relative attention); with absolute time encoding the tokens differ."""
+    torch.manual_seed(0)
+    batch = random_batch(b=2, c=3, t=64)
+    batch.values = batch.values[..., :8].repeat(1, 1, 8)  # every patch the same 8 values
+    for position, same in (("rotary", True), ("absolute", False)):
+        encoder = Encoder(EncoderConfig(**{**CFG.to_dict(), "position": position})).eval()
+        tokens = encoder(batch, layers=(0,)).embeddings  # [B, C, P, D]
+        assert torch.allclose(tokens, tokens[:, :, :1].expand_as(tokens), atol=1e-5) == same
+        assert (encoder.time_encoding is None) == same
+        out = encoder(batch).embeddings
+        assert out.shape == (2, 3, 8, 32) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="position must be one of"):
+        EncoderConfig(**{**CFG.to_dict(), "position": "learned"})

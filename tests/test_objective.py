@@ -200,7 +200,7 @@ def test_prediction_loss_reads_only_the_target_tokens():
     ["model/objective=mae"], ["model/objective=contrastive"], ["model/objective=ijepa"],
     ["model.objective.content_targets=true"], ["model.objective.position_noise=0.25"],
     ["model.objective.target_norm=instance"], ["model.objective.sigreg_on=slots"],
-    ["model.objective.sigreg_on=within", "model.objective.lam=0.95"],
+    ["model.objective.sigreg_on=within", "model.objective.lam=0.95"], ["model.encoder.position=rotary"],
 ])
 def test_peers_and_shortcut_remedies_train_on_real_data(tmp_path, shared_data, overrides):
     """Each peer objective and remedy trains on ETTh1: its loss falls and the shortcut diagnostics are logged."""

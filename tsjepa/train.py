@@ -280,11 +280,12 @@ def time_unit(data: TimeSeries | RecordSet | AnomalySet | SeriesCollection, card
 
 def run_identity(config: dict) -> dict:
     """What makes a run the same run: data (and what the data was, `data_identity`), model, objective,
-    schedule and seed of a checkpoint config. An objective option the checkpoint does not name was added after
-    it was written, so the run had its default."""
+    schedule and seed of a checkpoint config. An encoder or objective option the checkpoint does not name was
+    added after it was written, so the run had its default."""
     keys = ("data", "encoder", "predictor", "objective", "train", "seed", "data_identity")
     tree = {k: config.get(k) for k in keys}
     tree["objective"] = {**ObjectiveConfig().to_dict(), **(tree["objective"] or {})}
+    tree["encoder"] = {**EncoderConfig().to_dict(), **(tree["encoder"] or {})}
     return {k: v for k, v in flat(tree).items() if k not in RESUMABLE}
 
 

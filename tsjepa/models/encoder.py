@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tsjepa.data.batch import Batch
-from tsjepa.models.blocks import axial_stack
+from tsjepa.models.blocks import axial_stack, rotary
 from tsjepa.models.tokenizer import PatchTokenizer, TimeEncoding, instance_norm
 
 
@@ -24,6 +24,9 @@ def check_dims(config, positive: tuple[str, ...]) -> None:
         raise ValueError(f"{type(config).__name__}: dropout must lie in [0, 1), got {config.dropout}")
 
 
+POSITIONS = ("absolute", "rotary")
+
+
 @dataclass
 class EncoderConfig:
     span: float = 336.0  # window duration in time units (lookback x sampling interval for regular data)
@@ -36,10 +39,15 @@ class EncoderConfig:
     dropout: float = 0.0
     channel_capacity: int = 64  # rows of the channel-identity embedding table
     instance_norm: bool = True  # standardise each window and channel (RevIN without affine)
+    # where time enters: "absolute" adds the continuous-time encoding of each patch's start to its token;
+    # "rotary" adds none and rotates time attention's queries and keys by it (RoPE): relative positions only
+    position: str = "absolute"
 
     def __post_init__(self) -> None:
         check_dims(self, positive=("span", "patch_duration", "slots", "d_model", "depth", "heads", "mlp_ratio",
                                    "channel_capacity"))
+        if self.position not in POSITIONS:
+            raise ValueError(f"EncoderConfig: position must be one of {POSITIONS}, got {self.position!r}")
         if self.patch_duration > self.span:
             raise ValueError(f"patch_duration {self.patch_duration} exceeds the window span {self.span}")
 
@@ -71,7 +79,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.config = config
         self.tokenizer = PatchTokenizer(config.span, config.patch_duration, config.slots, config.d_model)
-        self.time_encoding = TimeEncoding(config.d_model)
+        self.time_encoding = TimeEncoding(config.d_model) if config.position == "absolute" else None
         self.channel_embedding = nn.Embedding(config.channel_capacity, config.d_model)
         nn.init.normal_(self.channel_embedding.weight, std=0.02)
         self.blocks = axial_stack(config.d_model, config.heads, config.depth, config.mlp_ratio, config.dropout)
@@ -113,7 +121,7 @@ class Encoder(nn.Module):
         instance-normalisation statistics, so nothing of a masked value reaches the output.
 
         layers: which outputs make the embeddings, concatenated along D (``[B, C, P, len(layers) * D]``):
-        0 = the input tokens (patch embedding + time + channel), k = after block k (1..2*depth), -1 = the
+        0 = the input tokens (patch embedding + channel, + time when ``position`` is absolute), k = after block k (1..2*depth), -1 = the
         final, normed output (the default, alone). Intermediate outputs are layer-normed without affine."""
         picks = [-1] if layers is None else [int(k) for k in layers]
         if not picks or any(not -self.num_layers <= k < self.num_layers for k in picks):
@@ -141,11 +149,16 @@ class Encoder(nn.Module):
         if masked is not None:
             tokens = torch.where(masked[..., None], mask_token.to(tokens.dtype), tokens)
         starts = self.tokenizer.patch_starts(values.device)
-        x = tokens + self.time_encoding(starts) + self.channel_embedding(batch.channel_ids)[:, :, None, :]
+        x = tokens + self.channel_embedding(batch.channel_ids)[:, :, None, :]
+        rotation = None
+        if self.time_encoding is not None:
+            x = x + self.time_encoding(starts)
+        else:
+            rotation = rotary(starts, self.config.d_model // self.config.heads)
         keys = patch_observed if context is None else patch_observed & context
         outputs = {0: x}
         for k, block in enumerate(self.blocks, start=1):
-            x = block(x, keys)
+            x = block(x, keys, rotation)
             outputs[k] = x
         last = self.num_layers - 1
         outputs[last] = self.norm(x)
