@@ -149,12 +149,11 @@ class Encoder(nn.Module):
         if masked is not None:
             tokens = torch.where(masked[..., None], mask_token.to(tokens.dtype), tokens)
         starts = self.tokenizer.patch_starts(values.device)
-        x = tokens + self.channel_embedding(batch.channel_ids)[:, :, None, :]
-        rotation = None
+        channels = self.channel_embedding(batch.channel_ids)[:, :, None, :]
         if self.time_encoding is not None:
-            x = x + self.time_encoding(starts)
+            x, rotation = tokens + self.time_encoding(starts) + channels, None
         else:
-            rotation = rotary(starts, self.config.d_model // self.config.heads)
+            x, rotation = tokens + channels, rotary(starts, self.config.d_model // self.config.heads)
         keys = patch_observed if context is None else patch_observed & context
         outputs = {0: x}
         for k, block in enumerate(self.blocks, start=1):
