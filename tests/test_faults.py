@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_MODEL, compose_config, train_config
+from conftest import TINY_MODEL, compose_config, random_batch, train_config
 
 import tsjepa.train as train_module
 from tsjepa import as_timeseries, from_pretrained, save_pretrained
@@ -213,6 +213,7 @@ def test_a_longer_schedule_resumes_and_a_shorter_one_is_refused(pretrained, tmp_
     (lambda c: c["encoder"].update(d_model="16"), "encoder.d_model must be int"),
     (lambda c: c["encoder"].update(instance_norm=1), "encoder.instance_norm must be bool"),
     (lambda c: c["encoder"].update(heads=3), "not divisible by heads=3"),
+    (lambda c: c["encoder"].update(position="learned"), "position must be one of"),
     (lambda c: c["encoder"].update(patch_duration=-8.0), "must be > 0: patch_duration"),
     (lambda c: c.pop("encoder"), "has no 'encoder' section"),
     (lambda c: c.pop("channels"), "'channels' must hold the channel vocabulary"),
@@ -226,6 +227,20 @@ def test_checkpoint_configs_are_validated_strictly(tmp_path, edit, message):
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=message):
         from_pretrained(path)
+
+
+def test_a_checkpoint_written_before_an_encoder_option_existed_loads_with_its_default(tmp_path):
+    """The shipped encoder and older runs name no ``position``: they load as the absolute time encoding they had,
+    with the same outputs."""
+    encoder = tiny_encoder().eval()
+    path = save_pretrained(tmp_path / "ckpt", encoder, ChannelVocab(["a", "b"], 8))
+    config = json.loads((path / "config.json").read_text())
+    del config["encoder"]["position"]
+    (path / "config.json").write_text(json.dumps(config))
+    loaded = from_pretrained(path).encoder
+    assert loaded.config.position == "absolute"
+    batch = random_batch(b=2, c=2, t=64)
+    torch.testing.assert_close(loaded(batch).embeddings, encoder(batch).embeddings)
 
 
 # ------------------------------------------------------------------ data folders and downloads

@@ -221,14 +221,22 @@ def load_into(module: nn.Module, weights: dict[str, torch.Tensor], prefix: str, 
         raise CheckpointError(f"{path}: {prefix} weights do not match the config: {err}") from err
 
 
+# config fields added after checkpoints were first written (the shipped encoder among them): a checkpoint that
+# does not name one was written before it existed and ran with its default
+ADDED_FIELDS: dict[type, tuple[str, ...]] = {EncoderConfig: ("position",)}
+
+
 def section(config: dict, key: str, cls: type, path: Path):
-    """``config[key]`` as dataclass ``cls``, strictly: every field present with its type, nothing else, and
-    the values the class accepts; one `CheckpointError` naming the problem otherwise."""
+    """``config[key]`` as dataclass ``cls``, strictly: every field present with its type (but those of
+    `ADDED_FIELDS`, which default), nothing else, and the values the class accepts; one `CheckpointError`
+    naming the problem otherwise."""
     raw = config.get(key)
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}/config.json has no '{key}' section" if raw is None else
                               f"{path}/config.json: '{key}' must be an object, got {type(raw).__name__}")
-    names = {f.name for f in fields(cls)}
+    defaults = {f.name: f.default for f in fields(cls)}
+    raw = {**{name: defaults[name] for name in ADDED_FIELDS.get(cls, ())}, **raw}
+    names = set(defaults)
     missing, extra = sorted(names - set(raw)), sorted(set(raw) - names)
     if missing or extra:
         raise CheckpointError(f"{path}/config.json: '{key}' " + "; ".join(
