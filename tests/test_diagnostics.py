@@ -83,3 +83,16 @@ def test_seed_rows_record_what_each_seed_scored():
     assert record["per_seed"]["1"] == [{"model": "tsjepa", "mse": 0.42}]
     (row,) = several.aggregate(keys=("model",), metrics=("mse",))
     assert row["mse"] == pytest.approx(0.42) and row["n_seeds"] == 3 and row["mse_std"] == pytest.approx(0.02)
+
+
+def test_position_r2_is_one_for_slot_codes_near_zero_for_content_and_the_same_in_any_chunking():
+    from tsjepa.diagnostics import position_r2
+
+    torch.manual_seed(0)
+    slots, windows = torch.arange(6000) % 30, torch.arange(6000) // 30
+    codes = torch.randn(30, 16)[slots]
+    assert position_r2(codes, slots, windows) == pytest.approx(1.0)
+    noise = torch.randn(6000, 16)
+    assert abs(position_r2(noise, slots, windows)) < 0.1
+    mixed = codes + noise
+    assert position_r2(mixed, slots, windows, chunk=777) == pytest.approx(position_r2(mixed, slots, windows), abs=1e-12)
