@@ -78,15 +78,15 @@ def position_r2(z: Tensor, slots: Tensor, windows: Tensor, chunk: int = 1 << 16)
     if not keep.any():
         return float("nan")
     means = sums / counts.clamp(min=1)[:, None]
-    column, sse, total = torch.zeros(z.shape[1], dtype=torch.float64, device=z.device), 0.0, 0.0
-    for start in range(0, len(z), chunk):  # the held-out tokens' mean, then the squared errors about it and the slots
-        column += z[start:start + chunk][keep[start:start + chunk]].double().sum(0)
-    column /= int(keep.sum())
+    column = torch.zeros(z.shape[1], dtype=torch.float64, device=z.device)  # sum of the held-out tokens
+    sse, squares = 0.0, 0.0
     for start in range(0, len(z), chunk):
         mine = keep[start:start + chunk]
         target = z[start:start + chunk][mine].double()
         sse += float(((means[ids[start:start + chunk][mine]] - target) ** 2).sum())
-        total += float(((target - column) ** 2).sum())
+        column += target.sum(0)
+        squares += float((target**2).sum())
+    total = squares - float((column**2).sum()) / int(keep.sum())  # SST about each feature's held-out mean
     return 1 - sse / total if total > 0 else float("nan")
 
 
