@@ -12,7 +12,10 @@ scores only**, test scores are reported beside them and never used to choose:
 - ``physionet2012``: one encoder per held-out fold (folds 0-2 of 5), the logistic probe's inner-CV AUROC on
   the training stays (``val_auroc``); test = AUROC on each held-out fold;
 - ``smd``: rare and cross-channel detection with the ``chi2`` score; SMD has no labelled validation split,
-  so 3 of its 8 machines (`SMD_VALIDATION`) select and the other 5 report.
+  so 3 of its 8 machines (`SMD_VALIDATION`) select and the other 5 report;
+- ``ucr``: rare detection on the 4 UCR anomaly series with ``chi2``; 2 of them (`UCR_VALIDATION`) select;
+- ``classify-ucr``: one encoder per archive of the classification suite, the SVM's 5-fold CV accuracy on each
+  train split (``val_accuracy``, mean over archives); test = accuracy on the archives' test splits.
 
 The suite is resumable: finished pretraining is not repeated and an evaluation newer than its checkpoints is
 not re-scored.
@@ -40,6 +43,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tsjepa.results import aggregate_seeds, markdown_table, save_figure, write_results  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling suite, also when this file is loaded by path
+import classify_ucr_suite  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OBJ = "model.objective"
@@ -135,12 +141,17 @@ class Arm:
     train: tuple[str, ...] = ()
     evals: tuple[str, ...] = ()
     folds: tuple[int, ...] = ()  # one encoder per held-out fold (record datasets)
+    datasets: tuple[str, ...] = ()  # one encoder per dataset of a suite (the arm is named after the suite)
+    validation_series: tuple[str, ...] = ()  # detection arms: the series that select (``val_*``); the rest report
 
 
 # the study's schedule for the window arms (the cpu preset's steps and batch when it started), and the forecast
 # probe's fit rows then, pinned so later seeds stay comparable with its rows as the defaults change
 STUDY_STEPS = ("train.steps=300", "train.batch_size=64")
 STUDY_FORECAST = ("eval.max_fit_rows=100000",)
+SMD_VALIDATION = ("machine-1-2", "machine-1-3", "machine-1-4")  # select; the other 5 machines report
+UCR_VALIDATION = ("135_UCR_Anomaly_InternalBleeding16_1200_4187_4199",
+                  "136_UCR_Anomaly_InternalBleeding17_1600_3198_3309")  # select; the other 2 series report
 ARMS: dict[str, Arm] = {
     "etth1": Arm(("forecast",), ("val_mse",), True, "probe", "linear", train=STUDY_STEPS, evals=STUDY_FORECAST),
     "weather": Arm(("forecast",), ("val_mse",), True, "probe", "linear", train=STUDY_STEPS, evals=STUDY_FORECAST),
@@ -148,12 +159,16 @@ ARMS: dict[str, Arm] = {
                          train=("train.batch_size=32", "train.steps=150", "train.warmup=20"),
                          evals=("eval.folds=[0,1,2]", "eval.modes=[probe]"), folds=(0, 1, 2)),
     "smd": Arm(("rare", "crosschannel"), ("val_auc_pr", "val_hitrate@150"), False, "chi2", "pca",
-               train=STUDY_STEPS),
+               train=STUDY_STEPS, validation_series=SMD_VALIDATION),
+    "ucr": Arm(("rare",), ("val_auc_pr",), False, "chi2", "pca", train=STUDY_STEPS,
+               validation_series=UCR_VALIDATION),
+    "classify-ucr": Arm(("classify-ucr",), ("val_accuracy",), False, "svm", "minirocket",
+                        train=classify_ucr_suite.SCHEDULE, evals=("eval.zero_shot=[]",),
+                        datasets=tuple(classify_ucr_suite.DATASETS)),
 }
-SMD_VALIDATION = ("machine-1-2", "machine-1-3", "machine-1-4")  # select; the other 5 machines report
 DIAGNOSTICS = ("lookback_r2", "effective_rank", "isotropy", "slot_share", "position_r2")  # reported as means only
 FORECAST_KEYS = ("val_mse", "mse", "mae", *DIAGNOSTICS)
-DETECTION_KEYS = {"rare": ("auc_pr", "vus_pr", "vus_roc"), "crosschannel": ("hitrate@150", "ndcg@150")}
+DETECTION_KEYS = {"rare": ("auc_pr", "vus_pr", "vus_roc", "ucr_hit"), "crosschannel": ("hitrate@150", "ndcg@150")}
 
 
 def run(cmd: list[str]) -> None:
@@ -165,76 +180,98 @@ def run_dir(data: str, name: str, seed: int) -> Path:
     return ROOT / "runs" / "objective-study" / data / f"{name}-s{seed}"
 
 
+def parts(data: str) -> list[tuple[str | None, list[str]]]:
+    """The encoders a variant of arm ``data`` pretrains: (sub-folder or None, data overrides) of each, one per
+    held-out fold, one per dataset of a suite, or a single one."""
+    arm = ARMS[data]
+    if arm.folds:
+        return [(f"fold{k}", [f"data={data}", f"data.fold={k}"]) for k in arm.folds]
+    if arm.datasets:
+        return [(name, [f"data={name}"]) for name in arm.datasets]
+    return [(None, [f"data={data}"])]
+
+
 def checkpoints(data: str, name: str, seed: int) -> list[Path]:
-    """The variant's checkpoint folders: one, or one per held-out fold (``fold<k>/``)."""
+    """The variant's checkpoint folders, one per `parts` entry (``<run>/[<part>/]checkpoints/last``)."""
     base = run_dir(data, name, seed)
-    folds = ARMS[data].folds
-    return [base / f"fold{k}" / "checkpoints" / "last" for k in folds] if folds else [base / "checkpoints" / "last"]
+    return [(base / part if part else base) / "checkpoints" / "last" for part, _ in parts(data)]
 
 
-def result_path(data: str, name: str, seed: int, task: str) -> Path:
-    return run_dir(data, name, seed) / "eval" / task / f"{data}.json"
+def evaluations(data: str, name: str, seed: int) -> list[tuple[str, str, str, Path]]:
+    """(task, dataset, checkpoint argument, result path) of each harness run that scores the variant: per task,
+    one run over every fold's encoder (a ``fold*`` glob), one per dataset of a suite, or one."""
+    arm, ckpts = ARMS[data], checkpoints(data, name, seed)
+    out = run_dir(data, name, seed) / "eval"
+    if arm.datasets:
+        return [(task, dataset, str(ckpt), out / task / f"{dataset}.json")
+                for task in arm.tasks for dataset, ckpt in zip(arm.datasets, ckpts, strict=True)]
+    ckpt = str(ckpts[0]).replace("fold0", "fold*") if arm.folds else str(ckpts[0])
+    return [(task, data, ckpt, out / task / f"{data}.json") for task in arm.tasks]
 
 
 def pretrain(data: str, name: str, seed: int) -> None:
     arm = ARMS[data]
-    for k, ckpt in zip(arm.folds or (None,), checkpoints(data, name, seed), strict=True):
-        fold = [] if k is None else [f"data.fold={k}"]
-        run([sys.executable, "-m", "tsjepa.train", f"data={data}", f"seed={seed}", f"run_dir={ckpt.parents[1]}",
-             *fold, *arm.train, *variant_overrides(name)])
+    for (_, overrides), ckpt in zip(parts(data), checkpoints(data, name, seed), strict=True):
+        run([sys.executable, "-m", "tsjepa.train", *overrides, f"seed={seed}", f"run_dir={ckpt.parents[1]}",
+             *arm.train, *variant_overrides(name)])
 
 
 def score(data: str, name: str, seed: int, twin: bool = False) -> bool:
     """Run each harness on the variant's checkpoints (with the random-init twin for the default variant, or
     when ``twin``), unless its result is newer than every checkpoint. Returns whether any harness ran."""
     arm = ARMS[data]
-    ckpts = checkpoints(data, name, seed)
-    ckpt = str(ckpts[0]).replace("fold0", "fold*") if arm.folds else str(ckpts[0])
-    newest = max((c / "config.json").stat().st_mtime for c in ckpts)
+    newest = max((c / "config.json").stat().st_mtime for c in checkpoints(data, name, seed))
     ran = False
-    for task in arm.tasks:
-        result = result_path(data, name, seed, task)
+    for task, dataset, ckpt, result in evaluations(data, name, seed):
         if result.exists() and result.stat().st_mtime > newest:
             continue
         ran = True
-        run([sys.executable, "-m", "tsjepa.eval", task, f"data={data}", f"ckpt={ckpt}", f"seed={seed}",
+        run([sys.executable, "-m", "tsjepa.eval", task, f"data={dataset}", f"ckpt={ckpt}", f"seed={seed}",
              f"out_dir={result.parents[1]}", f"eval.random_baseline={'true' if twin or name == 'default' else 'false'}",
              *arm.evals])
     return ran
 
 
-def task_metrics(task: str, record: dict, mode: str) -> dict[str, dict[str, float]]:
-    """model -> the study's metrics of one evaluation: full-label averages for probes, ``val_*`` on the
-    validation machines and test values on the others for SMD (the encoders' ``mode`` score, baselines'
-    own)."""
+def task_metrics(task: str, record: dict, arm: Arm) -> dict[str, dict[str, float]]:
+    """model -> the study's metrics of one evaluation: full-label averages for probes; the SVM's accuracy of
+    each seed's own encoders (its 5-fold CV accuracy on train as ``val_accuracy``) and the baselines' for
+    classify-ucr; ``val_*`` on the arm's validation series and test values on the others for detection (the
+    encoders' ``arm.mode`` score, baselines' own)."""
     rows = [r for r in record["rows"] if r.get("train_fraction", 1.0) == 1.0]
     if task == "forecast":
         return {r["model"]: {k: r[k] for k in FORECAST_KEYS if k in r} for r in rows if r["horizon"] == "avg"}
     if task == "classify":
         return {r["model"] if r["mode"] == "probe" else f"{r['model']}/{r['mode']}":
                 {k: r[k] for k in ("val_auroc", "auroc", "auc_pr") if k in r} for r in rows if r["mode"] != "finetune"}
+    if task == "classify-ucr":
+        encoders = ("tsjepa", "random-init")
+        own = [r for r in rows if r["model"] in encoders and r["mode"] == arm.mode
+               and "zero-shot" not in r["pretrained_on"]]
+        baselines = [r for r in rows if r["model"] not in encoders and r["mode"] != "published"]
+        return {r["model"]: {k: r[k] for k in ("val_accuracy", "accuracy") if k in r} for r in own + baselines}
     split: dict[str, dict[str, list[float]]] = {}
     for r in rows:
-        if r["series"] == "mean" or r["mode"] not in (mode, "baseline"):
+        if r["series"] == "mean" or r["mode"] not in (arm.mode, "baseline"):
             continue
-        prefix = "val_" if r["series"] in SMD_VALIDATION else ""
+        prefix = "val_" if r["series"] in arm.validation_series else ""
         for key in (k for k in DETECTION_KEYS[task] if k in r):
             split.setdefault(r["model"], {}).setdefault(prefix + key, []).append(r[key])
     return {model: {k: sum(v) / len(v) for k, v in sorted(keys.items())} for model, keys in split.items()}
 
 
 def metrics_of(data: str, name: str, seed: int) -> tuple[dict[str, dict[str, float]], dict] | None:
-    """model -> its metrics over every harness of the arm, and the evaluations' records by task; None until
-    every harness has scored this run."""
-    arm, merged, records = ARMS[data], {}, {}
-    for task in arm.tasks:
-        path = result_path(data, name, seed, task)
+    """model -> its metrics over every evaluation of the arm (a metric several evaluations report, as the
+    datasets of a suite do, is their mean), and the evaluations' records by ``<task>/<dataset>``; None until
+    every evaluation has scored this run."""
+    arm, values, records = ARMS[data], {}, {}
+    for task, dataset, _, path in evaluations(data, name, seed):
         if not path.exists():
             return None
-        records[task] = json.loads(path.read_text())
-        for model, values in task_metrics(task, records[task], arm.mode).items():
-            merged.setdefault(model, {}).update(values)
-    return merged, records
+        records[f"{task}/{dataset}"] = record = json.loads(path.read_text())
+        for model, metrics in task_metrics(task, record, arm).items():
+            for key, value in metrics.items():
+                values.setdefault(model, {}).setdefault(key, []).append(value)
+    return {model: {k: sum(v) / len(v) for k, v in keys.items()} for model, keys in values.items()}, records
 
 
 def over_seeds(rows: dict[int, dict], labels: dict) -> dict:
@@ -405,6 +442,15 @@ NOTES = {
             "5 report (`auc_pr`, `vus_pr`, `vus_roc` of the rare harness; `hitrate@150`, `ndcg@150` of the "
             "cross-channel harness); selection = the mean of `val_auc_pr` and `val_hitrate@150`. Baselines: robust "
             "z-score, PCA, IsolationForest, on the same rows."),
+    "ucr": ("`chi2` scores on every test row of the 4 UCR anomaly series (one encoder pretrained on their normal "
+            f"train rows). No labelled validation split: series {', '.join(s.split('_')[0] for s in UCR_VALIDATION)} "
+            "select (`val_auc_pr`, their mean) and the other 2 report (`auc_pr`, `vus_pr`, `vus_roc`, `ucr_hit`: "
+            "the top-scored row inside the labelled anomaly). Baselines: robust z-score, PCA, IsolationForest."),
+    "classify-ucr": (f"one encoder per archive ({', '.join(classify_ucr_suite.DATASETS)}), each pretrained on its "
+                     "train split (250 steps, batch 64, the classification suite's schedule); frozen embeddings + "
+                     "RBF SVM (TS2Vec's protocol). `val_accuracy` (selection): the SVM's 5-fold CV accuracy on "
+                     "train, mean over the archives large enough to search C; `accuracy`: the test split, mean "
+                     "over every archive (reported only). Baselines: MiniRocket, DTW 1-NN, raw-value ridge."),
 }
 
 
@@ -440,7 +486,8 @@ def select_presets(tables: dict[str, dict]) -> list[dict]:
 # (arm, test metric, lower is better); cells are test scores, reported beside the validation-selected recipes
 SUMMARY_VARIANTS = ("mae", "contrastive", "ijepa", "default", "proj-axes", "recon", "recon-ema")
 SUMMARY_COLUMNS = (("etth1", "mse", True), ("weather", "mse", True), ("physionet2012", "auroc", False),
-                   ("smd", "auc_pr", False), ("smd", "hitrate@150", False))
+                   ("smd", "auc_pr", False), ("smd", "hitrate@150", False), ("ucr", "auc_pr", False),
+                   ("classify-ucr", "accuracy", False))
 
 
 def best_cells(cells: dict[str, dict], lower_is_better: bool) -> str | None:
@@ -523,7 +570,8 @@ def write_summary(out_dir: Path, wall_s: float) -> None:
     notes = ("Test scores of each objective on every arm of the study (mean ± std over pretraining seeds; `(1 seed)`: "
              "one seed, no std, never marked), from the committed arm tables. **Bold**: the cell beats the "
              "runner-up by more than both their stds (single-seed cells take no part; the raw baselines are "
-             "deterministic, std 0). Lower is better for `mse`, higher for `auroc`, `auc_pr`, `hitrate@150`. "
+             "deterministic, std 0). Lower is better for `mse`, higher for `auroc`, `auc_pr`, `hitrate@150` and "
+             "`accuracy`. "
              "The recipes themselves were chosen on the validation splits (each arm's table); this table only "
              "reports.\n\n" + markdown_table(shown))
     out = write_results(out_dir, "objective-study", "summary", rows, seed=sorted(
@@ -573,7 +621,7 @@ def main() -> None:
         extra={"variants": runs, "select": list(arm.select), "per_seed": per_seed},
         notes=("Each variant = the dataset's default recipe with the objective overrides in the JSON (`variants`: "
                "the study's reference, the original recipe, then the variant's changes), "
-               + NOTES["smd" if args.data == "smd" else arm.tasks[0]] + " Metrics: mean over the variant's "
+               + NOTES.get(args.data, NOTES[arm.tasks[0]]) + " Metrics: mean over the variant's "
                "seeds (`*_std`: sample std, present with more than one seed). `selected`: the best validation "
                "score. `random-init`: the default's architecture with random weights, one twin per seed."),
     )

@@ -2,6 +2,7 @@
 are only reported, per dataset arm."""
 
 import importlib.util
+import itertools
 import json
 import shutil
 import sys
@@ -28,7 +29,7 @@ def detection_record(metric: str, values: dict[str, float]) -> dict:
 def test_smd_selects_on_validation_machines_and_reports_the_others():
     validation = dict(zip(study.SMD_VALIDATION, (0.2, 0.4, 0.6), strict=True))
     values = validation | {"machine-2-1": 0.9, "machine-1-8": 0.7}
-    metrics = study.task_metrics("rare", detection_record("auc_pr", values), "chi2")
+    metrics = study.task_metrics("rare", detection_record("auc_pr", values), study.ARMS["smd"])
     assert metrics["tsjepa"] == pytest.approx({"auc_pr": 0.8, "val_auc_pr": 0.4})
     assert metrics["pca"] == pytest.approx({"auc_pr": 0.4, "val_auc_pr": 0.2})
     arm = study.ARMS["smd"]
@@ -40,7 +41,7 @@ def test_forecast_and_classify_arms_read_their_validation_scores():
         {"model": "tsjepa", "horizon": "avg", "val_mse": 1.05, "mse": 0.42, "mae": 0.43, "lookback_r2": 0.99},
         {"model": "tsjepa", "horizon": 96, "val_mse": 0.9, "mse": 0.37, "mae": 0.4},
         {"model": "tsjepa", "horizon": "avg", "train_fraction": 0.1, "val_mse": 2.0, "mse": 2.0, "mae": 2.0}]}
-    assert study.task_metrics("forecast", forecast, "probe") == {
+    assert study.task_metrics("forecast", forecast, study.ARMS["etth1"]) == {
         "tsjepa": {"val_mse": 1.05, "mse": 0.42, "mae": 0.43, "lookback_r2": 0.99}}
     assert study.selection_score(study.ARMS["etth1"], {"val_mse": 1.05}) > study.selection_score(
         study.ARMS["etth1"], {"val_mse": 1.06})  # lower MSE selects
@@ -49,12 +50,57 @@ def test_forecast_and_classify_arms_read_their_validation_scores():
         {"model": "tsjepa", "mode": "finetune", "train_fraction": 1.0, "auroc": 0.9, "auc_pr": 0.5},
         {"model": "summary-stats", "mode": "logistic", "train_fraction": 1.0, "val_auroc": 0.83, "auroc": 0.84,
          "auc_pr": 0.48}]}
-    assert study.task_metrics("classify", classify, "probe") == {
+    assert study.task_metrics("classify", classify, study.ARMS["physionet2012"]) == {
         "tsjepa": {"val_auroc": 0.8, "auroc": 0.81, "auc_pr": 0.4},
         "summary-stats/logistic": {"val_auroc": 0.83, "auroc": 0.84, "auc_pr": 0.48}}
     assert study.ARMS["physionet2012"].folds == (0, 1, 2)
     paths = study.checkpoints("physionet2012", "default", 1)
     assert [p.parts[-3] for p in paths] == ["fold0", "fold1", "fold2"]
+
+
+def test_ucr_anomaly_arm_selects_on_its_validation_series_and_reports_the_others():
+    validation = dict(zip(study.UCR_VALIDATION, (0.2, 0.4), strict=True))
+    values = validation | {"137_UCR_Anomaly_InternalBleeding18_2300_4485_4587": 0.9,
+                           "138_UCR_Anomaly_InternalBleeding19_3000_4187_4197": 0.7}
+    metrics = study.task_metrics("rare", detection_record("auc_pr", values), study.ARMS["ucr"])
+    assert metrics["tsjepa"] == pytest.approx({"auc_pr": 0.8, "val_auc_pr": 0.3})
+    assert study.selection_score(study.ARMS["ucr"], metrics["tsjepa"]) == pytest.approx(0.3)
+
+
+def classify_ucr_record(name: str, own: float, cv: float | None) -> dict:
+    svm = {"model": "tsjepa", "pretrained_on": name, "mode": "svm", "accuracy": own}
+    rows = [svm | ({"val_accuracy": cv} if cv is not None else {}),
+            {"model": "tsjepa", "pretrained_on": name, "mode": "ridge", "accuracy": 0.0},  # not read: svm selects
+            {"model": "random-init", "pretrained_on": "-", "mode": "svm", "accuracy": own / 2},
+            {"model": "tsjepa", "pretrained_on": "corpus (zero-shot)", "mode": "svm", "accuracy": 0.0},
+            {"model": "minirocket", "pretrained_on": "-", "mode": "ridge", "accuracy": 0.9},
+            {"model": "rocket", "pretrained_on": "-", "mode": "published", "accuracy": 0.0}]
+    return {"rows": rows, "device": "cpu", "command": f"eval {name}", "commit": "x", "wall_s": 1.0}
+
+
+def test_classify_ucr_arm_pretrains_one_encoder_per_archive_and_averages_over_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "ROOT", tmp_path)
+    arm = study.ARMS["classify-ucr"]
+    commands = []
+    monkeypatch.setattr(study, "run", commands.append)
+    study.pretrain("classify-ucr", "mae", 1)
+    assert [c[c.index("-m") + 2] for c in commands] == [f"data={name}" for name in arm.datasets]
+    assert all("seed=1" in c and "train.steps=250" in c and "model.objective.kind=mae" in c for c in commands)
+    runs = [c for c in commands[0] if c.startswith("run_dir=")]
+    assert runs == [f"run_dir={tmp_path}/runs/objective-study/classify-ucr/mae-s1/{arm.datasets[0]}"]
+    evaluations = study.evaluations("classify-ucr", "mae", 1)
+    assert [(task, dataset) for task, dataset, _, _ in evaluations] == [("classify-ucr", d) for d in arm.datasets]
+    assert study.metrics_of("classify-ucr", "mae", 1) is None  # until every archive is scored
+    accuracies = {name: (0.5 + i / 20, 0.6 if i % 2 else None) for i, name in enumerate(arm.datasets)}
+    for (_, name, _, path) in evaluations:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(classify_ucr_record(name, *accuracies[name])))
+    metrics, records = study.metrics_of("classify-ucr", "mae", 1)
+    mean = sum(a for a, _ in accuracies.values()) / len(arm.datasets)
+    assert metrics["tsjepa"] == pytest.approx({"accuracy": mean, "val_accuracy": 0.6})
+    assert metrics["random-init"] == pytest.approx({"accuracy": mean / 2})
+    assert metrics["minirocket"] == pytest.approx({"accuracy": 0.9})
+    assert set(metrics) == {"tsjepa", "random-init", "minirocket"} and len(records) == len(arm.datasets)
 
 
 def forecast_eval(tmp_path: Path, name: str, seed: int, models: dict[str, float]) -> None:
@@ -155,14 +201,16 @@ def test_a_variant_is_the_same_objective_on_every_preset(data):
     ``proj-tokens`` regularises tokens and ``default`` has no reconstruction head or EMA on every arm."""
     from conftest import compose_config
 
-    for name in study.VARIANTS:
+    configs = {part[0]: part for _, part in study.parts(data)}  # each data config the arm's encoders train on
+    for part, name in itertools.product(configs.values(), study.VARIANTS):
         overrides = study.variant_overrides(name)
-        objective = compose_config("train", [f"data={data}", *study.ARMS[data].train, *overrides]).model.objective
+        objective = compose_config("train", [*part, *study.ARMS[data].train, *overrides]).model.objective
         expected = {k.removeprefix(f"{study.OBJ}."): v for k, v in (o.split("=", 1) for o in overrides)
                     if k.startswith(study.OBJ)}
         assert {k: str(objective[k]).replace(" ", "").lower() for k in expected} == {
-            k: v.lower() for k, v in expected.items()}, name
-    tokens = compose_config("train", [f"data={data}", *study.variant_overrides("proj-tokens")]).model.objective
+            k: v.lower() for k, v in expected.items()}, (part, name)
+    part = study.parts(data)[0][1]
+    tokens = compose_config("train", [*part, *study.variant_overrides("proj-tokens")]).model.objective
     assert (tokens.sigreg_on, tokens.reconstruction_weight, tokens.ema) == ("tokens", 0.0, 0.0)
     assert list(tokens.projector) == [512, 512, 64]
 
