@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+from dataclasses import fields
 
 import numpy as np
 import pandas as pd
@@ -19,11 +20,12 @@ from conftest import TINY_MODEL, compose_config, random_batch, train_config
 import tsjepa.train as train_module
 from tsjepa import as_timeseries, from_pretrained, save_pretrained
 from tsjepa.atomic import recover_dir
-from tsjepa.checkpoint import CheckpointError
+from tsjepa.checkpoint import ADDED_FIELDS, CheckpointError
 from tsjepa.data.sources import DatasetCard, DatasetError, fetch, load_card, load_dataset
 from tsjepa.data.timeseries import TimeSeriesError
 from tsjepa.data.vocab import ChannelVocab
 from tsjepa.models import Encoder, EncoderConfig
+from tsjepa.objective import ObjectiveConfig
 
 PHASES = ("written", "ready", "old-moved", "swapped", "cleaned")
 
@@ -87,6 +89,7 @@ KILL = textwrap.dedent("""
     from tsjepa import save_pretrained
     from tsjepa.data.vocab import ChannelVocab
     from tsjepa.models import Encoder, EncoderConfig
+from tsjepa.objective import ObjectiveConfig
     torch.manual_seed(1)
     enc = Encoder(EncoderConfig(span=64.0, patch_duration=8.0, slots=8, d_model=16, depth=1, heads=2,
                                 channel_capacity=8))
@@ -189,6 +192,20 @@ def test_a_run_saved_before_an_option_existed_resumes_with_its_default(pretraine
         train_module.train(compose_config("train", [
             "data=etth1", f"run_dir={run_dir}", "train.steps=8", "train.batch_size=8", "train.warmup=2",
             "train.log_every=2", "train.ckpt_every=2", *TINY_MODEL, override]))
+
+
+def test_only_options_added_after_the_first_checkpoints_take_their_default_on_resume():
+    """`ADDED_FIELDS` names real options; a saved run that lacks one of them had its default, one that lacks an
+    option every checkpoint has always named is not the same run (resume refuses it, naming the key)."""
+    for key, cls in (("encoder", EncoderConfig), ("objective", ObjectiveConfig)):
+        assert set(ADDED_FIELDS[key]) <= {f.name for f in fields(cls)}, key
+    saved = {"objective": {**ObjectiveConfig().to_dict()}, "encoder": EncoderConfig().to_dict()}
+    del saved["objective"]["target_norm"], saved["objective"]["lam"], saved["encoder"]["position"]
+    identity, current = train_module.run_identity(saved), train_module.run_identity(
+        {"objective": ObjectiveConfig().to_dict(), "encoder": EncoderConfig().to_dict()})
+    assert identity["objective.target_norm"] == "none" and identity["encoder.position"] == "absolute"
+    assert "objective.lam" not in identity and {k for k in current if identity.get(k) != current[k]} == {
+        "objective.lam"}
 
 
 def test_a_longer_schedule_resumes_and_a_shorter_one_is_refused(pretrained, tmp_path):

@@ -221,9 +221,20 @@ def load_into(module: nn.Module, weights: dict[str, torch.Tensor], prefix: str, 
         raise CheckpointError(f"{path}: {prefix} weights do not match the config: {err}") from err
 
 
-# config fields added after checkpoints were first written (the shipped encoder among them): a checkpoint that
-# does not name one was written before it existed and ran with its default
-ADDED_FIELDS: dict[type, tuple[str, ...]] = {EncoderConfig: ("position",)}
+# config fields added after checkpoints were first written (the shipped encoder among them), by config section:
+# a checkpoint that does not name one was written before it existed and ran with its default
+ADDED_FIELDS: dict[str, tuple[str, ...]] = {
+    "encoder": ("position",),
+    "objective": ("kind", "sigreg_backend", "mask_tail_prob", "projector", "views", "global_views", "global_keep",
+                  "local_keep", "view_weight", "reconstruction_weight", "centre_slots", "content_targets",
+                  "position_noise", "target_norm", "min_crop"),
+}
+
+
+def with_added_fields(key: str, raw: dict, defaults: dict) -> dict:
+    """Config section ``key`` as saved (``raw``) with the ``defaults`` of the fields added after it could have
+    been written (`ADDED_FIELDS`) where it does not name them; every other field stays as saved, or missing."""
+    return {**{name: defaults[name] for name in ADDED_FIELDS.get(key, ())}, **raw}
 
 
 def section(config: dict, key: str, cls: type, path: Path):
@@ -234,9 +245,8 @@ def section(config: dict, key: str, cls: type, path: Path):
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}/config.json has no '{key}' section" if raw is None else
                               f"{path}/config.json: '{key}' must be an object, got {type(raw).__name__}")
-    defaults = {f.name: f.default for f in fields(cls)}
-    raw = {**{name: defaults[name] for name in ADDED_FIELDS.get(cls, ())}, **raw}
-    names = set(defaults)
+    raw = with_added_fields(key, raw, cls().to_dict()) if key in ADDED_FIELDS else raw
+    names = {f.name for f in fields(cls)}
     missing, extra = sorted(names - set(raw)), sorted(set(raw) - names)
     if missing or extra:
         raise CheckpointError(f"{path}/config.json: '{key}' " + "; ".join(

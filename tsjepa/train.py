@@ -31,6 +31,7 @@ from tsjepa.checkpoint import (
     load_weights,
     read_config,
     save_pretrained,
+    with_added_fields,
 )
 from tsjepa.contrastive import Contrastive
 from tsjepa.data.anomaly import AnomalySet
@@ -280,12 +281,13 @@ def time_unit(data: TimeSeries | RecordSet | AnomalySet | SeriesCollection, card
 
 def run_identity(config: dict) -> dict:
     """What makes a run the same run: data (and what the data was, `data_identity`), model, objective,
-    schedule and seed of a checkpoint config. An encoder or objective option the checkpoint does not name was
-    added after it was written, so the run had its default."""
+    schedule and seed of a checkpoint config. An encoder or objective option the checkpoint does not name, of
+    those added after checkpoints were first written (`ADDED_FIELDS`), did not exist then: the run had its
+    default."""
     keys = ("data", "encoder", "predictor", "objective", "train", "seed", "data_identity")
     tree = {k: config.get(k) for k in keys}
-    tree["objective"] = {**ObjectiveConfig().to_dict(), **(tree["objective"] or {})}
-    tree["encoder"] = {**EncoderConfig().to_dict(), **(tree["encoder"] or {})}
+    tree["objective"] = with_added_fields("objective", tree["objective"] or {}, ObjectiveConfig().to_dict())
+    tree["encoder"] = with_added_fields("encoder", tree["encoder"] or {}, EncoderConfig().to_dict())
     return {k: v for k, v in flat(tree).items() if k not in RESUMABLE}
 
 
