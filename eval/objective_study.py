@@ -169,8 +169,11 @@ ARMS: dict[str, Arm] = {
                         train=classify_ucr_suite.SCHEDULE, evals=("eval.zero_shot=[]",),
                         datasets=CLASSIFY_ARCHIVES),
 }
-DIAGNOSTICS = ("lookback_r2", "effective_rank", "isotropy", "slot_share", "position_r2")  # reported as means only
-FORECAST_KEYS = ("val_mse", "mse", "mae", *DIAGNOSTICS)
+# the positional-shortcut diagnostics at the end of pretraining, on its own batches (every arm; from the logs)
+PRETRAIN_DIAGNOSTICS = ("pretrain_slot_share", "pretrain_position_r2")
+EVAL_DIAGNOSTICS = ("lookback_r2", "effective_rank", "isotropy", "slot_share", "position_r2")  # on test tokens
+DIAGNOSTICS = (*EVAL_DIAGNOSTICS, *PRETRAIN_DIAGNOSTICS)  # reported as means only
+FORECAST_KEYS = ("val_mse", "mse", "mae", *EVAL_DIAGNOSTICS)
 DETECTION_KEYS = {"rare": ("auc_pr", "vus_pr", "vus_roc", "ucr_hit"), "crosschannel": ("hitrate@150", "ndcg@150")}
 
 
@@ -280,7 +283,7 @@ def metrics_of(data: str, name: str, seed: int) -> tuple[dict[str, dict[str, flo
 def over_seeds(rows: dict[int, dict], labels: dict) -> dict:
     """One study row: ``labels``, then each metric's mean over seeds (with its sample std when there are
     several seeds) and ``n_seeds``."""
-    keys = tuple(k for k, v in next(iter(rows.values())).items() if isinstance(v, float))
+    keys = tuple(dict.fromkeys(k for r in rows.values() for k, v in r.items() if isinstance(v, float)))
     (row,) = aggregate_seeds({seed: [{"model": labels["model"], **r}] for seed, r in rows.items()},
                              keys=("model",), metrics=tuple(k for k in keys if k not in DIAGNOSTICS))
     return labels | {k: row[k] for key in keys for k in (key, f"{key}_std") if k in row} | {"n_seeds": row["n_seeds"]}
@@ -313,6 +316,7 @@ def collect(data: str, prior: dict | None = None) -> tuple[list[dict], dict, dic
                                  f"recorded; re-score all of its seeds under runs/ before adding seed {seed}")
             metrics, records = found
             cost = pretrain_log(data, name, seed)
+            metrics["tsjepa"] |= {k: cost[k] for k in PRETRAIN_DIAGNOSTICS if cost[k] is not None}
             device = next(iter(records.values()))["device"]
             per_seed.setdefault(name, {})[str(seed)] = metrics
             info = runs.setdefault(name, {})
@@ -320,7 +324,7 @@ def collect(data: str, prior: dict | None = None) -> tuple[list[dict], dict, dic
             for key, value in (("eval_commands", [r["command"] for r in records.values()]),
                                ("eval_commits", [r["commit"] for r in records.values()]),
                                ("eval_wall_s", round(sum(r["wall_s"] for r in records.values()), 1)),
-                               ("pretrain_wall_s", pretrain_seconds(data, name, seed)),
+                               ("pretrain_wall_s", cost["pretrain_wall_s"]),
                                ("s_per_step", cost["s_per_step"]), ("peak_memory_gb", cost["peak_memory_gb"])):
                 info[key] = {**info.get(key, {}), str(seed): value}
             info["seeds"] = sorted(int(s) for s in per_seed[name])
@@ -357,17 +361,28 @@ def collect(data: str, prior: dict | None = None) -> tuple[list[dict], dict, dic
 
 
 def pretrain_log(data: str, name: str, seed: int) -> dict[str, float | None]:
-    """Cost of a finished pretraining run from its log: seconds per step between the first and the last logged
-    step (``s_per_step``) and the peak memory it logged (``peak_memory_gb``: RSS on CPU, CUDA allocator peak
-    on GPU); None where the log is gone or too short."""
-    path = checkpoints(data, name, seed)[0].parents[1] / "metrics.jsonl"
-    lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    lines = [line for line in lines if line.get("time") is not None]
-    if len(lines) < 2:
-        return {"s_per_step": None, "peak_memory_gb": None}
-    first, last = lines[0], lines[-1]
-    return {"s_per_step": round((last["time"] - first["time"]) / (last["step"] - first["step"]), 3),
-            "peak_memory_gb": max(line.get("peak_memory_gb", 0.0) for line in lines)}
+    """Cost and end state of a finished pretraining run from its logs (``metrics.jsonl`` of each part): wall
+    time between the first and last metric lines summed over parts (``pretrain_wall_s``), seconds per step
+    between the first and the last logged step (``s_per_step``, mean over parts), the peak memory logged
+    (``peak_memory_gb``: RSS on CPU, CUDA allocator peak on GPU), and the last logged ``slot_share`` and
+    ``position_r2`` (`PRETRAIN_DIAGNOSTICS`, mean over parts); None where a log is gone or too short."""
+    logs = []
+    for ckpt in checkpoints(data, name, seed):
+        path = ckpt.parents[1] / "metrics.jsonl"
+        lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        lines = [line for line in lines if line.get("time") is not None]
+        if len(lines) < 2:
+            return dict.fromkeys(("pretrain_wall_s", "s_per_step", "peak_memory_gb", *PRETRAIN_DIAGNOSTICS))
+        logs.append(lines)
+
+    def mean(values: list) -> float | None:
+        return None if None in values else sum(values) / len(values)
+
+    spans = [(lines[-1]["time"] - lines[0]["time"], lines[-1]["step"] - lines[0]["step"]) for lines in logs]
+    return {"pretrain_wall_s": round(sum(t for t, _ in spans), 1),
+            "s_per_step": round(sum(t / n for t, n in spans) / len(spans), 3),
+            "peak_memory_gb": max(line.get("peak_memory_gb", 0.0) for lines in logs for line in lines),
+            **{f"pretrain_{k}": mean([lines[-1].get(k) for lines in logs]) for k in ("slot_share", "position_r2")}}
 
 
 def plot_shortcut(rows: list[dict], path: Path, data: str, device: str) -> None:
@@ -391,20 +406,6 @@ def plot_shortcut(rows: list[dict], path: Path, data: str, device: str) -> None:
     axes[0].set_ylabel(f"{key} ({'lower' if arm.lower_is_better else 'higher'} is better)")
     fig.suptitle(f"{data}: probe score against the positional shortcut, one point per objective", fontsize=10)
     save_figure(fig, path, device)
-
-
-def pretrain_seconds(data: str, name: str, seed: int) -> float | None:
-    """Wall time of a finished pretraining run (summed over folds), from its logs' first and last metric
-    lines."""
-    total = 0.0
-    for ckpt in checkpoints(data, name, seed):
-        path = ckpt.parents[1] / "metrics.jsonl"
-        times = [json.loads(line).get("time") for line in path.read_text().splitlines()] if path.exists() else []
-        times = [t for t in times if t is not None]
-        if len(times) < 2:
-            return None
-        total += times[-1] - times[0]
-    return round(total, 1)
 
 
 def plot(rows: list[dict], path: Path, data: str, device: str) -> None:
@@ -531,24 +532,27 @@ def summary_rows(tables: dict[str, dict]) -> tuple[list[dict], dict[str, str | N
 
 def plot_summary_shortcut(tables: dict[str, dict], path: Path, device: str) -> None:
     """Every scored run of every arm: its selection score's gain over the arm's random-init twin (as a fraction
-    of the twin's score, positive = better) against its ``slot_share``."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for arm, table in tables.items():
-        rows = [r for r in table["rows"] if r["model"] in ("tsjepa", "random-init")]
-        twin = next((selection_score(ARMS[arm], r) for r in rows if r["model"] == "random-init"), None)
-        points = [(r["slot_share"], (selection_score(ARMS[arm], r) - twin) / abs(twin), r.get("variant", "-"))
-                  for r in rows if twin is not None and r.get("slot_share") is not None]
-        if not points:
-            continue
-        ax.scatter([p[0] for p in points], [p[1] for p in points], label=arm, s=22)
-        for x, y, name in points:
-            if name in SUMMARY_VARIANTS:
-                ax.annotate(name, (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
-    ax.axhline(0, color="black", lw=0.8, ls="--")
-    ax.set_xlabel("slot_share (share of token variance explained by the (channel, patch) slot)")
-    ax.set_ylabel("validation gain over random-init")
-    ax.legend(fontsize=8)
-    ax.set_title("Probe quality against the positional shortcut, every objective of every arm", fontsize=10)
+    of the twin's score, positive = better) against its ``slot_share``: on test tokens (forecast arms' evals) and
+    at the end of pretraining on its own batches (every arm, runs with their logs)."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+    for axis, key in zip(axes, ("slot_share", "pretrain_slot_share"), strict=True):
+        for arm, table in tables.items():
+            rows = [r for r in table["rows"] if r["model"] in ("tsjepa", "random-init")]
+            twin = next((selection_score(ARMS[arm], r) for r in rows if r["model"] == "random-init"), None)
+            points = [(r[key], (selection_score(ARMS[arm], r) - twin) / abs(twin), r.get("variant", "-"))
+                      for r in rows if twin is not None and r.get(key) is not None]
+            if not points:
+                continue
+            axis.scatter([p[0] for p in points], [p[1] for p in points], label=arm, s=22)
+            for x, y, name in points:
+                if name in SUMMARY_VARIANTS:
+                    axis.annotate(name, (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+        axis.axhline(0, color="black", lw=0.8, ls="--")
+        axis.set_xlabel(f"{key} ({'test tokens' if key == 'slot_share' else 'last pretraining batches'})")
+        axis.legend(fontsize=8)
+    axes[0].set_ylabel("validation gain over random-init")
+    fig.suptitle("Probe quality against the positional shortcut (share of token variance explained by the "
+                 "(channel, patch) slot), every objective of every arm", fontsize=10)
     save_figure(fig, path, device)
 
 

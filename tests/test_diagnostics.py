@@ -53,6 +53,11 @@ def test_aggregate_seeds_means_stds_and_counts():
     assert out[0]["n_seeds"] == 2 and out[0]["n_windows"] == 10
     assert out[0]["folds"] == 3 and isinstance(out[0]["folds"], int)  # an equal count keeps its type
     assert out[1]["n_seeds"] == 1 and "mse_std" not in out[1]
+    rows[2] = [{"model": "tsjepa", "horizon": 96, "mse": 0.44, "n_windows": 10, "slot_share": 0.9}]
+    rows[3] = [{"model": "tsjepa", "horizon": 96, "mse": 0.46, "n_windows": 10, "slot_share": 0.5}]
+    out = aggregate_seeds(rows, keys=("model", "horizon"), metrics=("mse",))
+    assert out[0]["slot_share"] == pytest.approx(0.7)  # an entry only some seeds have: their mean
+    assert list(out[0]) == ["model", "horizon", "mse", "n_windows", "folds", "slot_share", "mse_std", "n_seeds"]
 
 
 def test_figures_carry_the_device_they_were_measured_on(tmp_path):

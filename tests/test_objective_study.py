@@ -103,6 +103,21 @@ def test_classify_ucr_arm_pretrains_one_encoder_per_archive_and_averages_over_th
     assert set(metrics) == {"tsjepa", "random-init", "minirocket"} and len(records) == len(arm.datasets)
 
 
+def test_pretraining_logs_give_cost_and_the_shortcut_diagnostics_of_every_part(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "ROOT", tmp_path)
+    folds = study.checkpoints("physionet2012", "ijepa", 0)
+    for k, ckpt in enumerate(folds):
+        ckpt.mkdir(parents=True)
+        lines = [{"step": 10, "time": 100.0, "peak_memory_gb": 1.0 + k},
+                 {"step": 110, "time": 100.0 + 50 * (k + 1), "slot_share": 0.2 + k / 10, "position_r2": 0.1}]
+        (ckpt.parents[1] / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    log = study.pretrain_log("physionet2012", "ijepa", 0)
+    assert log["pretrain_wall_s"] == 300.0 and log["s_per_step"] == 1.0 and log["peak_memory_gb"] == 3.0
+    assert log["pretrain_slot_share"] == pytest.approx(0.3) and log["pretrain_position_r2"] == pytest.approx(0.1)
+    (folds[1].parents[1] / "metrics.jsonl").unlink()  # a part's log is gone: nothing is made up
+    assert set(study.pretrain_log("physionet2012", "ijepa", 0).values()) == {None}
+
+
 def forecast_eval(tmp_path: Path, name: str, seed: int, models: dict[str, float]) -> None:
     path = tmp_path / "runs" / "objective-study" / "etth1" / f"{name}-s{seed}" / "eval" / "forecast" / "etth1.json"
     path.parent.mkdir(parents=True)

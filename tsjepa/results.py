@@ -116,8 +116,8 @@ def aggregate_seeds(rows_by_seed: dict[int, list[dict]], keys: tuple[str, ...], 
                     ) -> list[dict]:
     """One row per ``keys`` value over seeds: each metric's mean, ``<metric>_std`` (sample std, written when
     more than one seed has the row) and ``n_seeds``; other numeric entries that differ between seeds are
-    averaged, the rest (equal ones, such as counts) taken from the first seed. Rows keep the first seed's
-    order."""
+    averaged, the rest (equal ones, such as counts) taken from the first seed. An entry only some seeds have
+    is averaged over those. Rows keep the first seed's order."""
     groups: dict[tuple, list[dict]] = {}
     for rows in rows_by_seed.values():
         for row in rows:
@@ -125,6 +125,8 @@ def aggregate_seeds(rows_by_seed: dict[int, list[dict]], keys: tuple[str, ...], 
     out = []
     for group in groups.values():
         row = dict(group[0])
+        for other in group[1:]:
+            row |= {k: v for k, v in other.items() if k not in row}
         for key in row:
             values = [r[key] for r in group if key in r]
             if (key not in keys and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
