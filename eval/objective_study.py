@@ -629,7 +629,7 @@ def main() -> None:
         extra={"variants": runs, "select": list(arm.select), "per_seed": per_seed},
         notes=("Each variant = the dataset's default recipe with the objective overrides in the JSON (`variants`: "
                "the study's reference, the original recipe, then the variant's changes), "
-               + NOTES.get(args.data, NOTES[arm.tasks[0]]) + " Metrics: mean over the variant's "
+               + NOTES[args.data if args.data in NOTES else arm.tasks[0]] + " Metrics: mean over the variant's "
                "seeds (`*_std`: sample std, present with more than one seed). `selected`: the best validation "
                "score. `random-init`: the default's architecture with random weights, one twin per seed."),
     )

@@ -180,11 +180,14 @@ def score_seed(bench: AnomalyBench, cfg: DictConfig, device, with_baselines: boo
                    for w in seg_windows]
             inj = latent_scores(enc, pred, setup.windows, targets, batch, device, f"{desc}/injected", per_channel=True,
                                 edit=injected(setup, targets, channels, sources))
-            rank_scores[model, "prediction"] = (
-                [standardised(s.errors, normal.errors).nanmean(0).numpy() for s in seg],
-                standardised(inj.errors, normal.errors).nan_to_num(-1e9).numpy())
+            if pred is not None:  # pretrained without a predictor: no latent prediction to rank by
+                rank_scores[model, "prediction"] = (
+                    [standardised(s.errors, normal.errors).nanmean(0).numpy() for s in seg],
+                    standardised(inj.errors, normal.errors).nan_to_num(-1e9).numpy())
             seg_norms, inj_norms = [whitener.group_norms(s.tokens) for s in seg], whitener.group_norms(inj.tokens)
             rank_scores[model, "chi2"] = [n.mean(0).numpy() for n in seg_norms], inj_norms.numpy()
+            if pred is None:
+                continue
             combined = channel_combined(held_out, whitener)
             seg_combined = [combined(s.errors, n).nanmean(0).numpy() for s, n in zip(seg, seg_norms, strict=True)]
             rank_scores[model, "combined"] = seg_combined, combined(inj.errors, inj_norms).nan_to_num(-1e9).numpy()

@@ -26,7 +26,7 @@ from tsjepa.models import Encoder, EncoderOutput, Predictor
 
 @dataclass
 class LatentScores:
-    errors: Tensor  # [N, C] prediction error of each channel's last patch (NaN: patch unobserved)
+    errors: Tensor  # [N, C] prediction error of each channel's last patch (NaN: patch unobserved, or no predictor)
     tokens: Tensor  # [N, C, D] each channel's last-patch embedding (NaN: patch unobserved)
 
     @property
@@ -35,13 +35,16 @@ class LatentScores:
         return self.tokens.nanmean(1).nan_to_num(0.0)
 
 
-def patch_errors(encoder: Encoder, predictor: Predictor, batch: Batch, per_channel: bool = False
+def patch_errors(encoder: Encoder, predictor: Predictor | None, batch: Batch, per_channel: bool = False
                  ) -> tuple[Tensor, EncoderOutput]:
-    """Latent prediction error of each channel's last patch, ``[B, C]`` (NaN where that patch is unobserved),
+    """Latent prediction error of each channel's last patch, ``[B, C]`` (NaN where that patch is unobserved,
+    and everywhere without a ``predictor``: an encoder pretrained without one, e.g. masked reconstruction),
     and the target view. The last patches of all channels are masked together, or, with ``per_channel``, each
     channel's alone with the others visible (one context pass per channel)."""
     full = encoder(batch)
     n_windows, n_channels = batch.values.shape[:2]
+    if predictor is None:
+        return full.embeddings.new_full((n_windows, n_channels), float("nan")), full
     if per_channel:
         batch = Batch(*(repeat(t, "b ... -> (b k) ...", k=n_channels)
                         for t in (batch.values, batch.times, batch.observed, batch.channel_ids)))
@@ -65,13 +68,14 @@ def patch_errors(encoder: Encoder, predictor: Predictor, batch: Batch, per_chann
 
 
 @torch.no_grad()
-def latent_scores(encoder: Encoder, predictor: Predictor, windows: Windows, index: Tensor, batch_size: int,
+def latent_scores(encoder: Encoder, predictor: Predictor | None, windows: Windows, index: Tensor, batch_size: int,
                   device, desc: str, per_channel: bool = False,
                   edit: Callable[[Batch, Tensor], Batch] | None = None) -> LatentScores:
     """Scores of windows ``index`` ``[N]`` (see `patch_errors`); ``edit(batch, index)`` changes a batch before
     scoring (e.g. an injected anomaly)."""
     encoder.eval()
-    predictor.eval()
+    if predictor is not None:
+        predictor.eval()
     errors, tokens = [], []
     for chunk in tqdm(index.split(batch_size), desc=desc, leave=False, dynamic_ncols=True):
         batch = windows.batch(chunk)

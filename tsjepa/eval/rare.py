@@ -118,10 +118,11 @@ def baseline_scores(setup: ScoringSetup, seed: int) -> dict[str, np.ndarray]:
 COMBINED = ("prediction", "chi2")  # the scores the label-free ``combined`` score sums
 
 
-def encoder_scores(encoder: Encoder, predictor: Predictor, setup: ScoringSetup, cfg: DictConfig, device,
+def encoder_scores(encoder: Encoder, predictor: Predictor | None, setup: ScoringSetup, cfg: DictConfig, device,
                    desc: str) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Test-window scores ``[N_test]`` of one encoder (``prediction``, ``chi2``, ``chi2-channels``, ``combined``)
-    and, for each chi-square score, its false-alarm rate at p < 0.01 on held-out normal windows."""
+    """Test-window scores ``[N_test]`` of one encoder (``prediction``, ``chi2``, ``chi2-channels``, ``combined``;
+    without a ``predictor`` only the chi-square scores) and, for each chi-square score, its false-alarm rate at
+    p < 0.01 on held-out normal windows."""
     train = latent_scores(encoder, predictor, setup.windows, setup.train, cfg.eval.batch_size, device, f"{desc}/train")
     test = latent_scores(encoder, predictor, setup.windows, setup.test, cfg.eval.batch_size, device, f"{desc}/test")
     fit, held_out = slice(0, setup.n_fit), slice(setup.n_fit, None)
@@ -135,8 +136,11 @@ def encoder_scores(encoder: Encoder, predictor: Predictor, setup: ScoringSetup, 
         # the squared norm orders windows as the p-value does (fixed dof) without underflowing to p = 0
         scores[mode], held[mode] = whitener.squared_norm(test_z), whitener.squared_norm(train_z[held_out])
         false_alarm[mode] = float((whitener.tail(held[mode]) < 0.01).mean())
-    scores["combined"] = sum(standardised(scores[mode][:, None].float(), held[mode][:, None].float())[:, 0]
-                             for mode in COMBINED)
+    if predictor is None:
+        del scores["prediction"]
+    else:
+        scores["combined"] = sum(standardised(scores[mode][:, None].float(), held[mode][:, None].float())[:, 0]
+                                 for mode in COMBINED)
     return {mode: s.numpy() for mode, s in scores.items()}, false_alarm
 
 
@@ -163,7 +167,7 @@ class AnomalyBench:
     ids: np.ndarray
     patch: int
     lookback: int
-    models: dict[str, tuple[Encoder, Predictor]]
+    models: dict[str, tuple[Encoder, Predictor | None]]
     pretrain_step: int
 
     @classmethod
@@ -176,13 +180,12 @@ class AnomalyBench:
         if not isinstance(data, AnomalySet) or len(data.channels) < min_channels:
             raise ValueError(f"{task} needs {needs}, got {name!r}")
         pretrained = from_pretrained(ckpt, map_location=device)
-        if pretrained.predictor is None:
-            raise ValueError(f"{ckpt} holds no predictor; latent prediction scores need a full JEPA checkpoint")
-        encoder = pretrained.encoder
+        encoder, predictor = pretrained.encoder, pretrained.predictor
         lookback = scoring_lookback(encoder, cfg, ckpt)
-        # each twin encoder gets a random predictor too, drawn right after it
-        models = {model: (enc, pretrained.predictor if model == "tsjepa" else
-                          Predictor(pretrained.predictor.config, encoder.config.d_model,
+        # each twin encoder gets a random predictor too, drawn right after it; an encoder pretrained without a
+        # predictor (masked reconstruction, contrastive) and its twin score without latent prediction
+        models = {model: (enc, predictor if model == "tsjepa" or predictor is None else
+                          Predictor(predictor.config, encoder.config.d_model,
                                     encoder.config.channel_capacity).to(device))
                   for model, enc in frozen_encoders(pretrained, seed, cfg.eval.random_baseline, device,
                                                     span=lookback).items()}
