@@ -199,6 +199,26 @@ def test_crosschannel_eval_scores_several_pretraining_seeds_on_the_same_windows(
     assert rows["zscore", "baseline", "mean"]["n_seeds"] == 1
 
 
+def test_encoders_pretrained_without_a_predictor_are_scored_by_their_embeddings_only(tmp_path):
+    """The peers of the objective study (masked reconstruction here) have no predictor: both anomaly harnesses
+    score them and their twins with the chi-square scores, and no latent-prediction row is made up."""
+    from tsjepa.eval import crosschannel, rare
+
+    ckpt = train_module.train(compose_config("train", [
+        "data=smd", f"run_dir={tmp_path / 'mae'}", "train.steps=2", "train.batch_size=4", "train.warmup=1",
+        "train.log_every=1", *TINY_MODEL, "model.objective.kind=mae"]))
+    assert not (ckpt / "config.json").read_text().count('"predictor": {')
+    common = ["data=smd", f"ckpt={ckpt}", f"out_dir={tmp_path}", "eval.series=[machine-1-2]"]
+    record = json.loads(rare.run(compose_config("eval", ["eval=rare", *common, "eval.max_train_windows=200"])
+                                 ).read_text())
+    assert {(r["model"], r["mode"]) for r in record["rows"] if r["model"] in ("tsjepa", "random-init")} == {
+        (model, mode) for model in ("tsjepa", "random-init") for mode in ("chi2", "chi2-channels")}
+    record = json.loads(crosschannel.run(compose_config("eval", [
+        "eval=crosschannel", *common, "eval.windows_per_segment=1", "eval.injections=6", "eval.normal_windows=20",
+        "eval.random_baseline=false"])).read_text())
+    assert {(r["model"], r["mode"]) for r in record["rows"] if r["model"] == "tsjepa"} == {("tsjepa", "chi2")}
+
+
 def test_rank_of_counts_ties_against_the_true_channel():
     from tsjepa.eval.crosschannel import rank_of
 
