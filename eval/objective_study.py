@@ -460,17 +460,21 @@ NOTES = {
 
 
 PRESETS = {"base": ("etth1", "weather"), "clinical": ("physionet2012",), "monitor": ("smd",)}
+# a preset adopts only a recipe scored with this many pretraining seeds on each of its arms: a one-seed screen
+# makes a finalist, not a pick (the arm's ``default`` is the reference whatever its seeds)
+PRESET_SEEDS = 3
 
 
 def select_presets(tables: dict[str, dict]) -> list[dict]:
     """One row per model preset: the variant with the best validation score over the preset's arms, among the
-    variants every one of its arms has scored. A variant's score is the mean over the arms of its validation
+    variants every one of its arms has scored with `PRESET_SEEDS` seeds. A variant's score is the mean over the arms of its validation
     gain over the arm's ``default``, relative to the default's score (so arms on different scales weigh the
     same). ``tables`` maps an arm to its committed study record (arms without one are left out)."""
     rows = []
     for preset, arms in PRESETS.items():
         scored = {arm: {r["variant"] if r["model"] == "tsjepa" else r["model"]: selection_score(ARMS[arm], r)
-                        for r in tables[arm]["rows"] if r["model"] in ("tsjepa", "random-init")}
+                        for r in tables[arm]["rows"] if r["model"] == "random-init" or r["model"] == "tsjepa" and (
+                            r["variant"] == "default" or r.get("n_seeds", 1) >= PRESET_SEEDS)}
                   for arm in arms if arm in tables}
         common = [v for v in (*VARIANTS, "random-init") if scored and all(v in s for s in scored.values())]
         missing = "+".join(a for a in arms if a not in scored) or "-"

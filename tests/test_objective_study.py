@@ -189,13 +189,14 @@ def test_rescoring_finished_runs_leaves_the_table_as_made(tmp_path, monkeypatch)
     assert "proj-axes" in json.loads(table.read_text())["variants"]
 
 
-def test_presets_select_on_validation_gain_over_default_across_their_arms():
+def test_presets_select_on_validation_gain_over_default_across_their_arms_among_three_seed_recipes():
     def table(**val_mse):
         return {"rows": [{"model": "random-init" if v == "random-init" else "tsjepa", "variant": v, "val_mse": m,
-                          "mse": 0.0} for v, m in val_mse.items()]}
-    # proj-axes gains 10% on etth1 and loses 1% on weather; recon is only scored on etth1 so cannot be chosen
-    tables = {"etth1": table(default=1.0, **{"proj-axes": 0.9, "recon": 0.5, "random-init": 1.0}),
-              "weather": table(default=0.5, **{"proj-axes": 0.505, "random-init": 0.49})}
+                          "mse": 0.0, "n_seeds": 1 if v in ("mae", "default") else 3} for v, m in val_mse.items()]}
+    # proj-axes gains 10% on etth1 and loses 1% on weather; recon is only scored on etth1 so cannot be chosen,
+    # and mae, better on both, has one seed: a finalist, not a pick
+    tables = {"etth1": table(default=1.0, **{"proj-axes": 0.9, "recon": 0.5, "mae": 0.8, "random-init": 1.0}),
+              "weather": table(default=0.5, **{"proj-axes": 0.505, "mae": 0.4, "random-init": 0.49})}
     base, clinical, monitor = study.select_presets(tables)
     assert base["selected"] == "proj-axes" and base["candidates"] == 2 and base["missing_arms"] == "-"
     assert base["val_gain"] == pytest.approx((0.1 - 0.01) / 2)
