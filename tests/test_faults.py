@@ -89,7 +89,6 @@ KILL = textwrap.dedent("""
     from tsjepa import save_pretrained
     from tsjepa.data.vocab import ChannelVocab
     from tsjepa.models import Encoder, EncoderConfig
-from tsjepa.objective import ObjectiveConfig
     torch.manual_seed(1)
     enc = Encoder(EncoderConfig(span=64.0, patch_duration=8.0, slots=8, d_model=16, depth=1, heads=2,
                                 channel_capacity=8))
