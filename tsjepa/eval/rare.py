@@ -128,17 +128,17 @@ def encoder_scores(encoder: Encoder, predictor: Predictor | None, setup: Scoring
     fit, held_out = slice(0, setup.n_fit), slice(setup.n_fit, None)
     # every score on the test windows and on the held-out normal train windows (its reference)
     scores, held = {}, {}
-    scores["prediction"], held["prediction"] = (standardised(errors, train.errors[fit]).nanmean(1).nan_to_num(0.0)
-                                                for errors in (test.errors, train.errors[held_out]))
+    if predictor is not None:
+        scores["prediction"], held["prediction"] = (
+            standardised(errors, train.errors[fit]).nanmean(1).nan_to_num(0.0)
+            for errors in (test.errors, train.errors[held_out]))
     false_alarm = {}
     for mode, train_z, test_z in (("chi2", train.tail, test.tail), ("chi2-channels", train.tokens, test.tokens)):
         whitener = Whitener.fit(train_z[fit])
         # the squared norm orders windows as the p-value does (fixed dof) without underflowing to p = 0
         scores[mode], held[mode] = whitener.squared_norm(test_z), whitener.squared_norm(train_z[held_out])
         false_alarm[mode] = float((whitener.tail(held[mode]) < 0.01).mean())
-    if predictor is None:
-        del scores["prediction"]
-    else:
+    if predictor is not None:
         scores["combined"] = sum(standardised(scores[mode][:, None].float(), held[mode][:, None].float())[:, 0]
                                  for mode in COMBINED)
     return {mode: s.numpy() for mode, s in scores.items()}, false_alarm
