@@ -6,6 +6,7 @@ from conftest import TINY_MODEL, compose_config, random_batch
 
 import tsjepa
 import tsjepa.train as train_module
+from tsjepa.contrastive import Contrastive
 from tsjepa.masks import sample_crops, sample_span_mask
 from tsjepa.models import Encoder, EncoderConfig, Predictor, PredictorConfig
 from tsjepa.objective import JEPA, ObjectiveConfig, sigreg_inputs, slot_centred, within_window_inputs
@@ -212,3 +213,21 @@ def test_peers_and_shortcut_remedies_train_on_real_data(tmp_path, shared_data, o
     assert all(0 <= log["slot_share"] <= 1 and log["position_r2"] <= 1 for log in logs)
     shipped = tsjepa.from_pretrained(last)
     assert (shipped.predictor is None) == (overrides[0] in ("model/objective=mae", "model/objective=contrastive"))
+
+
+def test_contrastive_redraws_crops_for_short_end_aligned_series():
+    """Series observed only in their window's last 2 patches (UEA-style, end-aligned) still train: crop pairs
+    whose overlap they do not observe are drawn again; a batch nobody observes over 2 patches is refused."""
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig(span=64.0, patch_duration=8.0, slots=8, d_model=16, depth=1, heads=2,
+                                channel_capacity=8))
+    objective = Contrastive(enc, ObjectiveConfig(kind="contrastive", mask_ratio=0.5, min_crop=2, num_slices=16))
+    batch = random_batch(b=8)
+    batch.observed[:, :, :48] = False  # 6 of the 8 patches unobserved
+    out = objective(batch, step=0, generator=torch.Generator().manual_seed(3))
+    assert torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert enc.tokenizer.proj.weight.grad.abs().sum() > 0
+    batch.observed[:, :, :56] = False  # one patch left: no overlap of 2 patches is observed
+    with pytest.raises(ValueError, match="too short or too sparse for min_crop=2"):
+        objective(batch, step=0, generator=torch.Generator().manual_seed(3))

@@ -8,7 +8,9 @@ masking). On the overlap, the hierarchical contrastive loss: at each scale, an i
 against the other view's token of the same (window, channel) at the same patch, among every instance's) and a
 temporal term (against the other view's tokens of the same instance at other patches), then max-pooling over
 time by 2 until one patch is left (there, the instance term alone). Each (window, channel) is one instance,
-since tokens are per channel. No predictor, no SIGReg.
+since tokens are per channel. No predictor, no SIGReg. An instance enters the loss only if it is observed
+over the whole overlap; crop pairs that leave fewer than 2 such instances are drawn again (short series aligned
+to the window's end, as in the UEA archives, observe only its last patches).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tsjepa.masked_modelling import random_patch_mask
 from tsjepa.objective import Objective, weighted_terms
 
 ALPHA = 0.5  # TS2Vec's weight of the instance term (1 - ALPHA: temporal)
+CROP_DRAWS = 64  # crop pairs drawn per step before a batch is refused (short, end-aligned series need redraws)
 
 
 def overlapping_crops(num_patches: int, min_overlap: int, generator: torch.Generator | None = None
@@ -75,16 +78,21 @@ class Contrastive(Objective):
         """``loss`` = ``contrastive`` (its share 1), and with ``with_embeddings`` the detached full-view
         ``embeddings`` ``[N, D]`` (one more encoder pass, without gradient)."""
         observed = self.observed_patches(batch)  # [B, C, P]
-        first, second, overlap = overlapping_crops(observed.shape[-1], self.config.min_crop, generator)
+        for _ in range(CROP_DRAWS):  # rejection sampling: crops whose overlap at least 2 instances observe
+            first, second, overlap = overlapping_crops(observed.shape[-1], self.config.min_crop, generator)
+            kept = observed[:, :, overlap].all(-1).flatten()  # instances observed over the whole overlap
+            if int(kept.sum()) >= 2:
+                break
+        else:
+            raise ValueError(f"fewer than 2 (window, channel) rows are observed over the crops' overlap in "
+                             f"{CROP_DRAWS} draws: the batch's series are too short or too sparse for "
+                             f"min_crop={self.config.min_crop} patches")
         zero = torch.zeros(self.encoder.config.d_model, device=observed.device)
         views = []
         for crop in (first, second):
             visible = observed & crop.to(observed.device)
             masked = random_patch_mask(visible, self.config.mask_ratio, generator)
             views.append(self.encoder(batch, context=visible, masked=masked, mask_token=zero).embeddings)
-        kept = observed[:, :, overlap].all(-1).flatten()  # instances observed over the whole overlap
-        if int(kept.sum()) < 2:
-            raise ValueError("fewer than 2 (window, channel) rows are observed over the crops' overlap")
         z1, z2 = (rearrange(v[:, :, overlap], "b c t d -> (b c) t d")[kept] for v in views)
         terms = weighted_terms({"contrastive": (1.0, hierarchical_contrastive(z1, z2).float())})
         return terms | ({"embeddings": self.full_view_tokens(batch)} if with_embeddings else {})
