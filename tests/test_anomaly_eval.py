@@ -83,8 +83,11 @@ def test_per_channel_whitening_is_calibrated_and_localises():
 
 @pytest.fixture(scope="module")
 def smd_checkpoint(tmp_path_factory, shared_data):
+    """A JEPA encoder on SMD (``proj-axes``: the monitor preset's ``mae`` has no predictor, so no prediction
+    score to test)."""
     cfg = compose_config("train", ["data=smd", f"run_dir={tmp_path_factory.mktemp('smd')}", "train.steps=2",
-                                   "train.batch_size=4", "train.warmup=1", "train.log_every=1", *TINY_MODEL])
+                                   "train.batch_size=4", "train.warmup=1", "train.log_every=1", *TINY_MODEL,
+                                   "model/objective=proj-axes"])
     return train_module.train(cfg)
 
 
