@@ -231,19 +231,23 @@ def test_a_variant_is_the_same_objective_on_every_preset(data):
     assert list(tokens.projector) == [512, 512, 64]
 
 
-@pytest.mark.parametrize("preset, option", [("base", "recon"), ("monitor", "mae"), ("clinical", "mae")])
-def test_each_objective_option_is_the_study_variant_it_is_named_after(preset, option):
-    """``configs/model/objective/<name>`` composes exactly the study's variant ``<name>`` (every key the study
-    varies, on the base preset), and each model preset selects the option the study picked for it."""
+def composed_objective(overrides: list[str]) -> dict:
     from conftest import compose_config
 
-    def objective(overrides: list[str]) -> dict:
-        return OmegaConf.to_container(compose_config("train", ["data=etth1", *overrides]).model.objective)
+    return OmegaConf.to_container(compose_config("train", ["data=etth1", *overrides]).model.objective)
 
-    assert objective([f"model/objective={option}"]) == objective(study.variant_overrides(option))
-    preset_objective = objective([f"model={preset}"])
-    option_objective = objective([f"model={preset}", f"model/objective={option}"])
-    assert preset_objective == option_objective
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (ROOT / "configs" / "model" / "objective").glob("*.yaml")))
+def test_each_objective_option_is_the_study_variant_it_is_named_after(option):
+    """``configs/model/objective/<name>`` composes exactly the study's variant ``<name>``: every key, on the base
+    preset, those the objective leaves unused included."""
+    assert composed_objective([f"model/objective={option}"]) == composed_objective(study.variant_overrides(option))
+
+
+@pytest.mark.parametrize("preset, option", [("base", "recon"), ("monitor", "mae"), ("clinical", "mae")])
+def test_each_model_preset_selects_the_option_the_study_picked(preset, option):
+    """Each model preset's objective is the option the study picked for it (``presets.json``)."""
+    assert composed_objective([f"model={preset}"]) == composed_objective([f"model={preset}", f"model/objective={option}"])
     presets = json.loads((ROOT / "eval" / "results" / "objective-study" / "presets.json").read_text())["rows"]
     assert {row["preset"]: row["selected"] for row in presets}[preset] == option
 
