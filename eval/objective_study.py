@@ -465,18 +465,20 @@ PRESETS = {"base": ("etth1", "weather"), "clinical": ("physionet2012",), "monito
 PRESET_SEEDS = 3
 
 
-def select_presets(tables: dict[str, dict]) -> list[dict]:
-    """One row per model preset: the variant with the best validation score over the preset's arms, among the
-    variants every one of its arms has scored with `PRESET_SEEDS` seeds. A variant's score is the mean over the arms of its validation
-    gain over the arm's ``default``, relative to the default's score (so arms on different scales weigh the
-    same). ``tables`` maps an arm to its committed study record (arms without one are left out)."""
+def select_presets(tables: dict[str, dict], presets: dict[str, tuple[str, ...]] = PRESETS,
+                   allowed: tuple[str, ...] = tuple(VARIANTS)) -> list[dict]:
+    """One row per model preset of ``presets`` (name -> its arms): the variant of ``allowed`` with the best
+    validation score over the preset's arms, among the variants every one of its arms has scored with
+    `PRESET_SEEDS` seeds. A variant's score is the mean over the arms of its validation gain over the arm's
+    ``default``, relative to the default's score (so arms on different scales weigh the same). ``tables`` maps
+    an arm to its committed study record (arms without one are left out)."""
     rows = []
-    for preset, arms in PRESETS.items():
+    for preset, arms in presets.items():
         scored = {arm: {r["variant"] if r["model"] == "tsjepa" else r["model"]: selection_score(ARMS[arm], r)
                         for r in tables[arm]["rows"] if r["model"] == "random-init" or r["model"] == "tsjepa" and (
                             r["variant"] == "default" or r.get("n_seeds", 1) >= PRESET_SEEDS)}
                   for arm in arms if arm in tables}
-        common = [v for v in (*VARIANTS, "random-init") if scored and all(v in s for s in scored.values())]
+        common = [v for v in (*allowed, "random-init") if scored and all(v in s for s in scored.values())]
         missing = "+".join(a for a in arms if a not in scored) or "-"
         if "default" not in common:
             rows.append({"preset": preset, "selected": None, "arms": "-", "missing_arms": missing})
@@ -534,6 +536,45 @@ def summary_rows(tables: dict[str, dict]) -> tuple[list[dict], dict[str, str | N
     return [r for r in rows.values() if any(":" in k for k in r)], best
 
 
+# the heuristic SSL objectives JEPA + SIGReg is compared with, head to head, beside random weights
+PEERS = ("mae", "contrastive", "ijepa")
+
+
+def verdict(ours: dict | None, theirs: dict | None, lower_is_better: bool) -> str:
+    """``beats`` / ``loses`` when the gap between two cells ({"value", "std"}) exceeds both their stds, else
+    ``level``; ``1 seed`` when either has no std (one seed of a seeded run), ``-`` when either is missing."""
+    if ours is None or theirs is None:
+        return "-"
+    if ours["std"] is None or theirs["std"] is None:
+        return "1 seed"
+    gap = theirs["value"] - ours["value"] if lower_is_better else ours["value"] - theirs["value"]
+    if abs(gap) <= max(ours["std"], theirs["std"]):
+        return "level"
+    return "beats" if gap > 0 else "loses"
+
+
+def head_to_head(rows: list[dict], recipe: str) -> list[dict]:
+    """Variant ``recipe`` against each of `PEERS` and the random-init twin, per `SUMMARY_COLUMNS` column
+    (`verdict` of its test cell against theirs, from `summary_rows`' rows), with the count of columns it beats;
+    then one row for all of them at once (``beats`` only where it beats every one)."""
+    cells = {(r["variant"] if r["model"] == "tsjepa" else r["model"]): r for r in rows}
+
+    def cell(label: str, column: str) -> dict | None:
+        r = cells.get(label, {})
+        return {"value": r[column], "std": r[f"{column}_std"]} if column in r else None
+
+    columns = [(f"{arm}:{metric}", lower) for arm, metric, lower in SUMMARY_COLUMNS]
+    out = []
+    for opponent in (*PEERS, "random-init"):
+        line = {"recipe": recipe, "against": opponent}
+        line |= {c: verdict(cell(recipe, c), cell(opponent, c), lower) for c, lower in columns}
+        out.append(line | {"columns_beaten": sum(line[c] == "beats" for c, _ in columns)})
+    every = {c: "beats" if all(o[c] == "beats" for o in out) else "-" for c, _ in columns}
+    out.append({"recipe": recipe, "against": "every peer and random-init", **every,
+                "columns_beaten": sum(v == "beats" for v in every.values())})
+    return out
+
+
 def plot_summary_shortcut(tables: dict[str, dict], path: Path, device: str) -> None:
     """Every scored run of every arm: its selection score's gain over the arm's random-init twin (as a fraction
     of the twin's score, positive = better) against its ``slot_share``: on test tokens (forecast arms' evals) and
@@ -578,6 +619,9 @@ def write_summary(out_dir: Path, wall_s: float) -> None:
             cell = f"{r[c]:.4f}" + (f" ± {std:.4f}" if std else "") + (f" ({n} seed)" if std is None else "")
             line[c] = f"**{cell}**" if best[c] == line["objective"] else cell
         shown.append(line)
+    (pick,) = select_presets(tables, {"base": PRESETS["base"]},
+                             tuple(v for v in SUMMARY_VARIANTS if v not in PEERS))
+    versus = head_to_head(rows, pick["selected"]) if pick["selected"] else []
     device = " / ".join(sorted({t["device"] for t in tables.values()}))
     notes = ("Test scores of each objective on every arm of the study (mean ± std over pretraining seeds; `(1 seed)`: "
              "one seed, no std, never marked), from the committed arm tables. **Bold**: the cell beats the "
@@ -586,9 +630,15 @@ def write_summary(out_dir: Path, wall_s: float) -> None:
              "`accuracy`. "
              "The recipes themselves were chosen on the validation splits (each arm's table); this table only "
              "reports.\n\n" + markdown_table(shown))
+    if versus:
+        notes += (f"\n\nHead to head: `{pick['selected']}`, the JEPA + SIGReg recipe the `base` preset's rule picks "
+                  f"on validation ({' + '.join(PRESETS['base'])}) among {', '.join(v for v in SUMMARY_VARIANTS if v not in PEERS)}, "
+                  "against each peer and the random-init twin on every column's test score: `beats` / `loses` when "
+                  "the gap exceeds both stds, else `level`; `1 seed` where either side has one seed (no verdict).\n\n"
+                  + markdown_table(versus))
     out = write_results(out_dir, "objective-study", "summary", rows, seed=sorted(
         {s for t in tables.values() for v in t["variants"].values() for s in v["seeds"]}), device=device,
-        wall_s=wall_s, extra={"best": best}, notes=notes)
+        wall_s=wall_s, extra={"best": best, "head_to_head": versus}, notes=notes)
     plot_summary_shortcut(tables, out.with_suffix(".png"), device)
     print(f"results: {out} (+ .md, .png)")
 

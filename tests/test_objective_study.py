@@ -288,3 +288,22 @@ def test_summary_marks_a_cell_best_only_beyond_both_stds_and_never_from_one_seed
     table = (tmp_path / "objective-study" / "summary.md").read_text()
     assert "**0.3900 ± 0.0020**" in table and "0.3000 (1 seed)" in table
     assert (tmp_path / "objective-study" / "summary.png").stat().st_size > 0
+
+
+def test_head_to_head_gives_a_verdict_only_beyond_both_stds_and_counts_the_columns_beaten():
+    def row(variant, **cells):
+        return {"model": "random-init" if variant == "random-init" else "tsjepa", "variant": variant, **cells}
+
+    rows = [row("recon", **{"etth1:mse": 0.40, "etth1:mse_std": 0.001, "weather:mse": 0.29, "weather:mse_std": None,
+                            "ucr:auc_pr": 0.90, "ucr:auc_pr_std": 0.01}),
+            row("mae", **{"etth1:mse": 0.42, "etth1:mse_std": 0.002, "weather:mse": 0.30, "weather:mse_std": 0.001,
+                          "ucr:auc_pr": 0.95, "ucr:auc_pr_std": 0.01}),
+            row("ijepa", **{"etth1:mse": 0.401, "etth1:mse_std": 0.002}),
+            row("random-init", **{"etth1:mse": 0.43, "etth1:mse_std": 0.001, "ucr:auc_pr": 0.85, "ucr:auc_pr_std": 0.0})]
+    versus = {r["against"]: r for r in study.head_to_head(rows, "recon")}
+    assert (versus["mae"]["etth1:mse"], versus["mae"]["weather:mse"], versus["mae"]["ucr:auc_pr"]) == (
+        "beats", "1 seed", "loses")  # lower mse wins, higher auc_pr wins; one seed gives no verdict
+    assert versus["ijepa"]["etth1:mse"] == "level" and versus["ijepa"]["ucr:auc_pr"] == "-"
+    assert versus["contrastive"]["etth1:mse"] == "-"  # a peer without cells
+    assert versus["random-init"]["ucr:auc_pr"] == "beats" and versus["random-init"]["columns_beaten"] == 2
+    assert versus["every peer and random-init"]["columns_beaten"] == 0  # ijepa is level on etth1
