@@ -575,6 +575,22 @@ def head_to_head(rows: list[dict], recipe: str) -> list[dict]:
     return out
 
 
+def cost_rows(tables: dict[str, dict]) -> list[dict]:
+    """One row per objective of `SUMMARY_VARIANTS`: per arm of `SUMMARY_COLUMNS`, its pretraining cost from the
+    arm table's provenance, ``"<s per step> s, <peak> GB"`` (seconds per step: mean over the seeds that logged
+    it; peak memory: their max), ``-`` where no seed logged it."""
+    rows = []
+    for label in SUMMARY_VARIANTS:
+        line = {"objective": label}
+        for arm in dict.fromkeys(a for a, _, _ in SUMMARY_COLUMNS):
+            info = tables.get(arm, {}).get("variants", {}).get(label, {})
+            steps = [v for v in info.get("s_per_step", {}).values() if v is not None]
+            peaks = [v for v in info.get("peak_memory_gb", {}).values() if v is not None]
+            line[arm] = f"{sum(steps) / len(steps):.3f} s, {max(peaks):.1f} GB" if steps and peaks else "-"
+        rows.append(line)
+    return rows
+
+
 def plot_summary_shortcut(tables: dict[str, dict], path: Path, device: str) -> None:
     """Every scored run of every arm: its selection score's gain over the arm's random-init twin (as a fraction
     of the twin's score, positive = better) against its ``slot_share``: on test tokens (forecast arms' evals) and
@@ -636,6 +652,10 @@ def write_summary(out_dir: Path, wall_s: float) -> None:
                   "against each peer and the random-init twin on every column's test score: `beats` / `loses` when "
                   "the gap exceeds both stds, else `level`; `1 seed` where either side has one seed (no verdict).\n\n"
                   + markdown_table(versus))
+    notes += ("\n\nPretraining cost per objective and arm: seconds per step (mean over the seeds whose logs were "
+              "kept) and peak memory (RSS on CPU, the max over those seeds), from each arm table's `variants`. "
+              "Measured on 2-core CPUs at one thread, mostly beside another one-thread job (the arm tables' "
+              "devices), so compare within a column.\n\n" + markdown_table(cost_rows(tables)))
     out = write_results(out_dir, "objective-study", "summary", rows, seed=sorted(
         {s for t in tables.values() for v in t["variants"].values() for s in v["seeds"]}), device=device,
         wall_s=wall_s, extra={"best": best, "head_to_head": versus}, notes=notes)

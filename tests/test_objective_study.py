@@ -307,3 +307,12 @@ def test_head_to_head_gives_a_verdict_only_beyond_both_stds_and_counts_the_colum
     assert versus["contrastive"]["etth1:mse"] == "-"  # a peer without cells
     assert versus["random-init"]["ucr:auc_pr"] == "beats" and versus["random-init"]["columns_beaten"] == 2
     assert versus["every peer and random-init"]["columns_beaten"] == 0  # ijepa is level on etth1
+
+
+def test_cost_rows_average_seconds_per_step_over_logged_seeds_and_keep_the_peak_memory():
+    tables = {"etth1": {"variants": {"mae": {"s_per_step": {"0": 1.0, "1": 2.0, "2": None},
+                                             "peak_memory_gb": {"0": 1.2, "1": 1.5, "2": None}},
+                                     "ijepa": {"s_per_step": {"0": None}, "peak_memory_gb": {"0": None}}}}}
+    rows = {r["objective"]: r for r in study.cost_rows(tables)}
+    assert rows["mae"]["etth1"] == "1.500 s, 1.5 GB"
+    assert rows["ijepa"]["etth1"] == "-" and rows["recon"]["etth1"] == "-" and rows["mae"]["weather"] == "-"
