@@ -64,8 +64,10 @@ BASELINE_FEATURES = {"linear": lambda x: x, "dlinear": decomposition_features}
 def embedding_health(out: EncoderOutput, seed: int, tokens: int = 8192) -> dict[str, float]:
     """Effective rank and SIGReg isotropy statistic (null ~1.06) of a fixed random subset of test tokens, and
     the share of all test tokens' variance their (channel, patch) slot explains (`slot_share`), and the R² with
-    which slot means fit on the even test windows predict the odd windows' tokens (`position_r2`)."""
-    z = out.embeddings[out.patch_observed]
+    which slot means fit on the even test windows predict the odd windows' tokens (`position_r2`). Where every
+    patch is observed (regular series) the tokens are a view of the embeddings, not a copy."""
+    every = bool(out.patch_observed.all())
+    z = rearrange(out.embeddings, "n c p d -> (n c p) d") if every else out.embeddings[out.patch_observed]
     pick = torch.randperm(len(z), generator=torch.Generator().manual_seed(seed))[:tokens]
     report = embedding_report(z[pick], seed=seed)
     windows, channels, patches = out.patch_observed.shape
@@ -263,7 +265,9 @@ def score_seed(cfg: DictConfig, ckpt: str, pretrained: Pretrained, data: Forecas
             examples.setdefault("preds", {}).update({k: v["test"] for k, v in preds.items()})
             examples.update(batch=splits.full["test"], n=splits.n("test"), horizon=horizon, data=data)
 
-    for horizon in horizons if baselines else ():
+    # Each horizon is scored inside a function, so its windows, features and predictions are freed before the
+    # next horizon's (and before the encoders' features) are built: memory holds one horizon at a time.
+    def score_baselines(horizon: int) -> None:
         splits = HorizonSplits.build(data, horizon, stride)
         for fraction in fractions:
             preds = {}  # (model, mode) -> {split: [(N C), H]}
@@ -276,6 +280,35 @@ def score_seed(cfg: DictConfig, ckpt: str, pretrained: Pretrained, data: Forecas
                 preds["seasonal-naive", "naive"] = {
                     s: seasonal_naive(splits.lookback[s], horizon, data.card.protocol["season"]) for s in ("val", "test")}
             record(splits, horizon, fraction, preds)
+
+    def score_encoder(model: str, encoder: Encoder, encoded: dict[str, EncoderOutput], rows_of: dict,
+                      horizon: int) -> None:
+        splits = HorizonSplits.build(data, horizon, stride)
+        part = {s: o.take(slice(splits.n(s))) for s, o in encoded.items()}
+        for fraction in fractions:
+            preds, targets = {}, {s: b.target for s, b in splits.full.items()}
+            head = fit_probe(part, targets, splits.fit_rows(fraction), alphas, rows_of)
+            penalties[f"{model}/{horizon}@{fraction:g}"] = head.alpha
+            preds[model, "probe"] = {s: rearrange(probe_predict(head, part[s]), "n c h -> (n c) h")
+                                     for s in ("val", "test")}
+            if "finetune" in cfg.eval.modes and fraction == fractions[-1]:
+                if layers != (-1,):
+                    raise ValueError("eval.modes=[finetune] fine-tunes the last layer's head; set "
+                                     "eval.probe_layers=[-1]")
+                heads = {float(k): smoother_probe(head, part, targets, splits.fit_rows(fraction), k, rows_of)
+                         for k in cfg.eval.finetune.head_penalty_scales}
+                tuned, log = finetune(
+                    encoder, heads, data.windows("train", horizon),
+                    data.windows("val", horizon, cfg.eval.finetune.val_stride),
+                    cfg.eval.finetune, seed, device, desc=f"{model}/finetune H={horizon}")
+                mode = "finetune" if model == "tsjepa" else "supervised"
+                preds[model, mode] = {"test": rearrange(
+                    predict(tuned, splits.windows["test"], cfg.eval.batch_size, device), "n c h -> (n c) h")}
+                finetune_logs[f"{model}/{horizon}"] = log
+            record(splits, horizon, fraction, preds)
+
+    for horizon in horizons if baselines else ():
+        score_baselines(horizon)
     health = {}
     for model, encoder in encoders.items():
         encoded = {split: encode_windows(encoder, w, torch.arange(len(w)), cfg.eval.batch_size, device,
@@ -286,30 +319,8 @@ def score_seed(cfg: DictConfig, ckpt: str, pretrained: Pretrained, data: Forecas
                          "lookback_r2": lookback_recoverability(encoded, base, alphas)}
         rows_of = probe_rows(encoded)  # one set of probe rows (and their moments) for every horizon's fits
         for horizon in horizons:
-            splits = HorizonSplits.build(data, horizon, stride)
-            part = {s: o.take(slice(splits.n(s))) for s, o in encoded.items()}
-            for fraction in fractions:
-                preds, targets = {}, {s: b.target for s, b in splits.full.items()}
-                head = fit_probe(part, targets, splits.fit_rows(fraction), alphas, rows_of)
-                penalties[f"{model}/{horizon}@{fraction:g}"] = head.alpha
-                preds[model, "probe"] = {s: rearrange(probe_predict(head, part[s]), "n c h -> (n c) h")
-                                         for s in ("val", "test")}
-                if "finetune" in cfg.eval.modes and fraction == fractions[-1]:
-                    if layers != (-1,):
-                        raise ValueError("eval.modes=[finetune] fine-tunes the last layer's head; set "
-                                         "eval.probe_layers=[-1]")
-                    heads = {float(k): smoother_probe(head, part, targets, splits.fit_rows(fraction), k, rows_of)
-                             for k in cfg.eval.finetune.head_penalty_scales}
-                    tuned, log = finetune(
-                        encoder, heads, data.windows("train", horizon),
-                        data.windows("val", horizon, cfg.eval.finetune.val_stride),
-                        cfg.eval.finetune, seed, device, desc=f"{model}/finetune H={horizon}")
-                    mode = "finetune" if model == "tsjepa" else "supervised"
-                    preds[model, mode] = {"test": rearrange(
-                        predict(tuned, splits.windows["test"], cfg.eval.batch_size, device), "n c h -> (n c) h")}
-                    finetune_logs[f"{model}/{horizon}"] = log
-                record(splits, horizon, fraction, preds)
-        del encoded, part, rows_of  # the next encoder's features take their place
+            score_encoder(model, encoder, encoded, rows_of, horizon)
+        del encoded, rows_of  # the next encoder's features take their place
     # rows in (horizon, fraction) order; within one: baselines, then each encoder's rows
     rows.sort(key=lambda r: (horizons.index(r["horizon"]), r["train_fraction"]))
     for model, mode, fraction in dict.fromkeys((r["model"], r["mode"], r["train_fraction"]) for r in rows):
