@@ -269,17 +269,16 @@ def score_seed(cfg: DictConfig, ckpt: str, pretrained: Pretrained, data: Forecas
     # next horizon's (and before the encoders' features) are built: memory holds one horizon at a time.
     def score_baselines(horizon: int) -> None:
         splits = HorizonSplits.build(data, horizon, stride)
-        for fraction in fractions:
-            preds = {}  # (model, mode) -> {split: [(N C), H]}
+        for fraction in fractions:  # each baseline's predictions ({split: [(N C), H]}) are scored, then freed
             for model, features in BASELINE_FEATURES.items():
                 x = {s: features(v) for s, v in splits.lookback.items()}
                 ridge = fit_head(x, splits.truth, splits.fit_rows(fraction), alphas)
-                preds[model, "supervised"] = {s: ridge(x[s]).float() for s in ("val", "test")}
                 penalties[f"{model}/{horizon}@{fraction:g}"] = ridge.alpha
+                record(splits, horizon, fraction,
+                       {(model, "supervised"): {s: ridge(x[s]).float() for s in ("val", "test")}})
             if fraction == fractions[-1]:
-                preds["seasonal-naive", "naive"] = {
-                    s: seasonal_naive(splits.lookback[s], horizon, data.card.protocol["season"]) for s in ("val", "test")}
-            record(splits, horizon, fraction, preds)
+                record(splits, horizon, fraction, {("seasonal-naive", "naive"): {
+                    s: seasonal_naive(splits.lookback[s], horizon, data.card.protocol["season"]) for s in ("val", "test")}})
 
     def score_encoder(model: str, encoder: Encoder, encoded: dict[str, EncoderOutput], rows_of: dict,
                       horizon: int) -> None:
