@@ -46,6 +46,7 @@ from tsjepa.results import aggregate_seeds, markdown_table, save_figure, write_r
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling suite, also when this file is loaded by path
 import classify_ucr_suite  # noqa: E402
+from results_summary import compare  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OBJ = "model.objective"
@@ -536,8 +537,10 @@ def summary_rows(tables: dict[str, dict]) -> tuple[list[dict], dict[str, str | N
     return [r for r in rows.values() if any(":" in k for k in r)], best
 
 
-# the heuristic SSL objectives JEPA + SIGReg is compared with, head to head, beside random weights
+# the heuristic SSL objectives JEPA + SIGReg is compared with, head to head, beside random weights, and the
+# JEPA + SIGReg recipes of the summary the head-to-head picks from
 PEERS = ("mae", "contrastive", "ijepa")
+JEPA_RECIPES = tuple(v for v in SUMMARY_VARIANTS if v not in PEERS)
 
 
 def verdict(ours: dict | None, theirs: dict | None, lower_is_better: bool) -> str:
@@ -547,10 +550,7 @@ def verdict(ours: dict | None, theirs: dict | None, lower_is_better: bool) -> st
         return "-"
     if ours["std"] is None or theirs["std"] is None:
         return "1 seed"
-    gap = theirs["value"] - ours["value"] if lower_is_better else ours["value"] - theirs["value"]
-    if abs(gap) <= max(ours["std"], theirs["std"]):
-        return "level"
-    return "beats" if gap > 0 else "loses"
+    return compare(ours["value"], theirs["value"], max(ours["std"], theirs["std"]), lower_is_better)
 
 
 def head_to_head(rows: list[dict], recipe: str) -> list[dict]:
@@ -635,8 +635,7 @@ def write_summary(out_dir: Path, wall_s: float) -> None:
             cell = f"{r[c]:.4f}" + (f" ± {std:.4f}" if std else "") + (f" ({n} seed)" if std is None else "")
             line[c] = f"**{cell}**" if best[c] == line["objective"] else cell
         shown.append(line)
-    (pick,) = select_presets(tables, {"base": PRESETS["base"]},
-                             tuple(v for v in SUMMARY_VARIANTS if v not in PEERS))
+    (pick,) = select_presets(tables, {"base": PRESETS["base"]}, JEPA_RECIPES)
     versus = head_to_head(rows, pick["selected"]) if pick["selected"] else []
     device = " / ".join(sorted({t["device"] for t in tables.values()}))
     notes = ("Test scores of each objective on every arm of the study (mean ± std over pretraining seeds; `(1 seed)`: "
@@ -648,7 +647,7 @@ def write_summary(out_dir: Path, wall_s: float) -> None:
              "reports.\n\n" + markdown_table(shown))
     if versus:
         notes += (f"\n\nHead to head: `{pick['selected']}`, the JEPA + SIGReg recipe the `base` preset's rule picks "
-                  f"on validation ({' + '.join(PRESETS['base'])}) among {', '.join(v for v in SUMMARY_VARIANTS if v not in PEERS)}, "
+                  f"on validation ({' + '.join(PRESETS['base'])}) among {', '.join(JEPA_RECIPES)}, "
                   "against each peer and the random-init twin on every column's test score: `beats` / `loses` when "
                   "the gap exceeds both stds, else `level`; `1 seed` where either side has one seed (no verdict).\n\n"
                   + markdown_table(versus))

@@ -74,12 +74,18 @@ def fmt(row: dict | None, metric: str) -> str:
     return f"{row[metric]:.4f}" + (f" ± {std:.4f}" if std is not None else "")
 
 
+def compare(ours: float, theirs: float, spread: float, lower_is_better: bool) -> str:
+    """The project's rule for two multi-seed scores: "beats" / "loses" only when the gap exceeds ``spread``
+    (the larger of their stds), else "level"."""
+    gap = (theirs - ours) * (1 if lower_is_better else -1)  # > 0: ours better
+    return "beats" if gap > spread else ("loses" if -gap > spread else "level")
+
+
 def verdict(ours: dict, twin: dict, metric: str, lower: bool) -> str:
-    gap = (twin[metric] - ours[metric]) * (1 if lower else -1)  # > 0: ours better
-    spread = max(ours.get(f"{metric}_std", 0.0), twin.get(f"{metric}_std", 0.0))
     if ours.get("n_seeds", 1) < 2 or twin.get("n_seeds", 1) < 2:
         return "single seed"
-    return "beats" if gap > spread else ("loses" if -gap > spread else "level")
+    spread = max(ours.get(f"{metric}_std", 0.0), twin.get(f"{metric}_std", 0.0))
+    return compare(ours[metric], twin[metric], spread, lower)
 
 
 def summary_lines() -> list[str]:
